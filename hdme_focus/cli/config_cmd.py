@@ -1,0 +1,28 @@
+"""`hdme-focus config show|check`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from hdme_focus.cli import ConfigOption, app, console, get_config, handle_errors
+from hdme_focus.config import load_config, to_toml
+
+config_app = typer.Typer(help="Show or validate the instrument file.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+
+@config_app.command("show")
+@handle_errors
+def show(config: Path | None = ConfigOption) -> None:
+    """Print the effective configuration as TOML (defaults filled in)."""
+    console.print(to_toml(get_config(config)), markup=False, highlight=False)
+
+
+@config_app.command("check")
+@handle_errors
+def check(file: Path = typer.Argument(..., help="Instrument file to validate.")) -> None:
+    """Validate FILE; exit 2 with one line naming the bad field if it is wrong."""
+    load_config(file)
+    console.print(f"{file}: ok")

@@ -1,0 +1,1 @@
+"""Hardware and its stand-ins. Knows nothing above it (no estimation, calibration or CLI)."""

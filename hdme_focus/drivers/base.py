@@ -1,0 +1,231 @@
+"""Stage and Camera protocols, device errors, and SafeStage: the one motion guard.
+
+Every move from every command goes through `SafeStage`, which refuses targets
+outside the soft limits and steps larger than the configured maximum before
+anything moves, waits for completion with a timeout, and stops the stage on any
+exception or Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+from numpy.typing import NDArray
+
+# --------------------------------------------------------------------------- errors
+
+
+class DeviceError(RuntimeError):
+    """Base class of everything a stage or camera can report; str() is user-facing."""
+
+
+class MotionRefused(DeviceError):
+    """SafeStage refused a move before anything moved (soft limit or step size)."""
+
+
+class StageTimeout(DeviceError):
+    """A move did not complete within its timeout; the stage has been told to stop."""
+
+
+class StageFault(DeviceError):
+    """The controller reported an error or alarm."""
+
+
+class NotHomedError(StageFault):
+    """The axis reports it is not homed and the config does not allow unhomed moves."""
+
+
+class CommunicationError(DeviceError):
+    """No reply, a late reply or a reply that does not parse."""
+
+
+class PortBusyError(DeviceError):
+    """Another process holds the serial port."""
+
+
+class CameraError(DeviceError):
+    """The camera failed to deliver a frame or refused a setting."""
+
+
+# --------------------------------------------------------------------------- protocols
+
+
+class Clock(Protocol):
+    """Time source; the simulator swaps in simulated time so tests stay fast."""
+
+    def monotonic(self) -> float: ...
+
+    def sleep(self, seconds: float) -> None: ...
+
+
+class RealClock:
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def sleep(self, seconds: float) -> None:
+        if seconds > 0:
+            time.sleep(seconds)
+
+
+@runtime_checkable
+class Stage(Protocol):
+    """One focus axis. Positions in mm. `move_to` may return before motion ends."""
+
+    def position_mm(self) -> float: ...
+
+    def move_to(self, target_mm: float) -> None: ...
+
+    def is_moving(self) -> bool: ...
+
+    def wait(self, timeout_s: float) -> None:
+        """Block until the move is complete; raise StageTimeout after timeout_s."""
+        ...
+
+    def stop(self) -> None:
+        """Stop motion now. Must be safe to call at any time, also when idle or faulted."""
+        ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One captured image and where and when it was taken."""
+
+    image: NDArray[Any]
+    exposure_ms: float
+    timestamp_s: float
+    position_mm: float = math.nan
+    bit_depth: int = 8
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def as_float(self) -> NDArray[np.float32]:
+        """Gray image scaled to [0, 1] by the bit depth (colour averaged)."""
+        img = self.image.astype(np.float32)
+        if img.ndim == 3:
+            img = img.mean(axis=2)
+        if np.issubdtype(self.image.dtype, np.integer):
+            img /= float(2**self.bit_depth - 1)
+        return img
+
+
+@runtime_checkable
+class Camera(Protocol):
+    def capture(self) -> Frame: ...
+
+    def close(self) -> None: ...
+
+
+# --------------------------------------------------------------------------- guard
+
+
+class SafeStage:
+    """The one guard every motion passes.
+
+    Refuses a target outside [min_mm, max_mm] or a step longer than max_step_mm
+    before the driver hears of it; waits for completion with a timeout; on any
+    exception or KeyboardInterrupt during a move, stops the stage and re-raises.
+    """
+
+    def __init__(
+        self,
+        stage: Stage,
+        min_mm: float,
+        max_mm: float,
+        max_step_mm: float,
+        move_timeout_s: float = 30.0,
+        settle_s: float = 0.0,
+        clock: Clock | None = None,
+    ) -> None:
+        if not min_mm < max_mm:
+            raise ValueError(f"soft limits must satisfy min < max, got [{min_mm}, {max_mm}]")
+        if max_step_mm <= 0:
+            raise ValueError(f"max_step_mm must be positive, got {max_step_mm}")
+        self.stage = stage
+        self.min_mm = float(min_mm)
+        self.max_mm = float(max_mm)
+        self.max_step_mm = float(max_step_mm)
+        self.move_timeout_s = float(move_timeout_s)
+        self.settle_s = float(settle_s)
+        self.clock: Clock = clock or RealClock()
+        self.moves = 0
+
+    # -- checks (no motion)
+    def check_target(self, target_mm: float) -> None:
+        if not math.isfinite(target_mm):
+            raise MotionRefused(f"refused move to {target_mm!r} mm: not a finite position")
+        if not self.min_mm <= target_mm <= self.max_mm:
+            raise MotionRefused(
+                f"refused move to {target_mm:.4f} mm: outside the soft limits "
+                f"[{self.min_mm:.4f}, {self.max_mm:.4f}] mm (stage.min_mm/max_mm in the config)"
+            )
+
+    def check_step(self, from_mm: float, target_mm: float) -> None:
+        step = abs(target_mm - from_mm)
+        if step > self.max_step_mm + 1e-9:
+            raise MotionRefused(
+                f"refused move from {from_mm:.4f} to {target_mm:.4f} mm: step {step:.4f} mm "
+                f"exceeds stage.max_step_mm = {self.max_step_mm:.4f} mm"
+            )
+
+    def check_range(self, targets: Sequence[float]) -> None:
+        """Refuse a whole planned path (e.g. a sweep) before its first move."""
+        if len(targets) == 0:
+            raise MotionRefused("refused: the planned path has no positions")
+        for t in targets:
+            self.check_target(float(t))
+
+    # -- motion
+    def position_mm(self) -> float:
+        return self.stage.position_mm()
+
+    def move_to(self, target_mm: float) -> float:
+        """One guarded move; returns the position reported after settling."""
+        target_mm = float(target_mm)
+        self.check_target(target_mm)
+        self.check_step(self.stage.position_mm(), target_mm)
+        with self.guard():
+            self.stage.move_to(target_mm)
+            self.stage.wait(self.move_timeout_s)
+            self.moves += 1
+            self.clock.sleep(self.settle_s)
+        return self.stage.position_mm()
+
+    def move_by(self, delta_mm: float) -> float:
+        return self.move_to(self.stage.position_mm() + float(delta_mm))
+
+    def travel_to(self, target_mm: float) -> float:
+        """Reach a far target in steps of at most max_step_mm, each one guarded.
+
+        The target is checked against the soft limits before the first step.
+        """
+        target_mm = float(target_mm)
+        self.check_target(target_mm)
+        pos = self.stage.position_mm()
+        while abs(target_mm - pos) > 1e-9:
+            step = max(-self.max_step_mm, min(self.max_step_mm, target_mm - pos))
+            nxt = target_mm if abs(target_mm - pos) <= self.max_step_mm else pos + step
+            self.move_to(nxt)
+            pos = nxt
+        return self.stage.position_mm()
+
+    def stop(self) -> None:
+        self.stage.stop()
+
+    @contextmanager
+    def guard(self) -> Iterator[SafeStage]:
+        """Stop the stage if anything (including Ctrl-C) escapes the block."""
+        try:
+            yield self
+        except BaseException:
+            try:
+                self.stage.stop()
+            finally:
+                pass
+            raise
