@@ -57,6 +57,9 @@ class StageConfig(_Strict):
     )
     feed_mm_min: float = Field(120.0, gt=0, description="G-code feed rate")
     allow_unhomed: bool = Field(False, description="move an axis that reports it is not homed")
+    home_on_connect: bool = Field(
+        False, description="home the axis when the port opens if it is not homed"
+    )
     replay_dir: Path | None = Field(None, description="replay: recorded sweep directory")
 
     @model_validator(mode="after")
@@ -76,6 +79,7 @@ class CameraConfig(_Strict):
     device: str = Field("0", description="opencv: device index or URL/path")
     warmup_frames: int = Field(2, ge=0)
     average_frames: int = Field(1, ge=1)
+    cti_file: Path | None = Field(None, description="genicam: GenTL producer (.cti) file")
     # simulator sensor model
     full_well_e: float = Field(10000.0, gt=0, description="electrons at saturation")
     read_noise_e: float = Field(5.0, ge=0)

@@ -127,6 +127,9 @@ def composite_layers(layers: Sequence[Layer], psf: PSF = "gaussian") -> F32:
     out = np.zeros(layers[0].radiance.shape, dtype=np.float32)
     for layer in layers:
         a = np.clip(layer.alpha, 0.0, 1.0).astype(np.float32)
+        if a.min() >= 1.0:  # opaque everywhere: hides all behind it, coverage blur is 1
+            out = blur_spatially_varying(layer.radiance, layer.sigma_px, psf)
+            continue
         premult = blur_spatially_varying(layer.radiance * a, layer.sigma_px, psf)
         cover = blur_spatially_varying(a, layer.sigma_px, psf)
         out = premult + (1.0 - np.clip(cover, 0.0, 1.0)) * out

@@ -83,7 +83,7 @@ def _register() -> None:
     """Import command modules so they attach to `app` (each is optional while building)."""
     import importlib
 
-    for name in ("config_cmd", "sweep_cmd", "estimation_cmd", "focus_cmd", "hardware_cmd"):
+    for name in ("config_cmd", "sweep_cmd", "estimation_cmd", "focus_cmd", "hardware_cmd", "evaluate_cmd"):
         try:
             importlib.import_module(f"hdme_focus.cli.{name}")
         except ModuleNotFoundError as exc:

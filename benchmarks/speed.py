@@ -1,0 +1,156 @@
+"""Latency and peak memory per frame of every HDME-Net preset, on CPU and (if present) CUDA.
+
+Runs the public estimator path (standardise, pad, BN-fused network) on random
+weights: speed does not depend on the weight values. CPU: torch threads set to
+--threads (2 by default: the target autofocus machine). CUDA: fp16, timed with
+torch.cuda.synchronize. Peak memory: CUDA max_memory_allocated; on CPU the rise
+of the process' peak RSS during the preset's runs (a coarse upper bound).
+
+    python benchmarks/speed.py [--repeats 7] [--threads 2] [--out docs/benchmarks]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from hdme_focus.estimation.estimator import HDMEEstimator
+from hdme_focus.estimation.model import PRESETS, build_model, count_macs, count_params
+
+SIZES_PX = (512, 1024)
+W48_CPU_SIZE_PX = 256  # the paper-size model is too slow on a 2-core CPU at 512 and above
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _time(est: HDMEEstimator, size: int, repeats: int, cuda: bool) -> tuple[float, float]:
+    frame = np.random.default_rng(0).random((size, size)).astype(np.float32)
+    est.predict(frame)  # warm-up: allocator, kernel selection
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    rss0 = _peak_rss_mb()
+    times = []
+    for _ in range(repeats):
+        if cuda:
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        est.predict(frame)
+        if cuda:
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t)
+    mem = torch.cuda.max_memory_allocated() / 2**20 if cuda else max(0.0, _peak_rss_mb() - rss0)
+    return statistics.median(times) * 1000.0, mem
+
+
+def run(repeats: int, threads: int) -> dict[str, Any]:
+    torch.set_num_threads(threads)
+    rows: list[dict[str, Any]] = []
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    for preset in PRESETS:
+        model = build_model(preset)
+        params, gmac = count_params(model), count_macs(model, 512, 512) / 1e9
+        for dev in devices:
+            sizes = (W48_CPU_SIZE_PX,) if (preset == "hdme-w48" and dev == "cpu") else SIZES_PX
+            for size in sizes:
+                est = HDMEEstimator(
+                    build_model(preset), sigma_max_px=10.0, device=dev, tile_px=max(512, size)
+                )
+                ms, mem = _time(
+                    est, size, repeats if size <= 512 else max(3, repeats // 2), dev == "cuda"
+                )
+                rows.append(
+                    {
+                        "preset": preset,
+                        "device": dev,
+                        "precision": "fp16" if est.half else "fp32",
+                        "size_px": size,
+                        "latency_ms": round(ms, 1),
+                        "peak_mem_mb": round(mem, 1),
+                        "params": params,
+                        "gmac_512": round(gmac, 2),
+                    }
+                )
+                print(rows[-1], flush=True)
+                del est
+    return {
+        "machine": {
+            "cpu": _cpu_name(),
+            "cores": torch.get_num_threads(),
+            "logical_cpus": __import__("os").cpu_count(),
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        },
+        "threads": threads,
+        "repeats": repeats,
+        "rows": rows,
+    }
+
+
+def to_markdown(result: dict[str, Any]) -> str:
+    m = result["machine"]
+    lines = [
+        "# HDME-Net speed",
+        "",
+        f"Machine: {m['cpu']}, {m['logical_cpus']} logical CPUs, torch {m['torch']}, "
+        f"{result['threads']} torch threads; GPU: {m['gpu'] or 'none'}. "
+        f"Median of {result['repeats']} runs (3 at 1024 px) after a warm-up, through "
+        "`HDMEEstimator.predict` (BN folded into convolutions). CPU memory is the rise of "
+        "peak RSS (coarse); CUDA memory is max_memory_allocated.",
+        "",
+        "| preset | params | GMAC @512 | device | precision | frame | latency (ms) | peak mem (MB) "
+        "|",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in result["rows"]:
+        lines.append(
+            f"| {r['preset']} | {r['params'] / 1e6:.2f} M | {r['gmac_512']} | {r['device']} | "
+            f"{r['precision']} | {r['size_px']}x{r['size_px']} | {r['latency_ms']} | "
+            f"{r['peak_mem_mb']} |"
+        )
+    lines += [
+        "",
+        f"hdme-w48 on CPU is measured at {W48_CPU_SIZE_PX}x{W48_CPU_SIZE_PX} only: at 512 px and "
+        "above it takes many seconds per frame on this CPU.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", type=Path, default=Path("docs/benchmarks"))
+    args = ap.parse_args()
+    result = run(args.repeats, args.threads)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "speed.json").write_text(json.dumps(result, indent=2) + "\n")
+    (args.out / "speed.md").write_text(to_markdown(result))
+    print(to_markdown(result))
+
+
+if __name__ == "__main__":
+    main()

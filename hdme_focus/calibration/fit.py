@@ -1,0 +1,325 @@
+"""V-curve fits of blur against stage position, and their thin-lens meaning.
+
+Near focus the Gaussian-equivalent blur of a planar region follows
+
+    sigma(z) = sqrt((k (z - z0))^2 + sigma0^2)
+
+with z0 the in-focus stage position, k the blur gained per mm of travel and
+sigma0 the residual blur at focus (optics, sensor, estimator floor). The fit is
+robust (soft-L1 loss) and rejects outliers iteratively, because one frame with
+a reflection or a failed estimate must not move z0. Pure math, no I/O.
+
+Depth of focus (DOF) in this package is the *full* stage range over which the
+blur stays within 0.5 px of its minimum: DOF = 1 / k mm (the thin-lens
+`depth_of_focus_mm` is its half-width).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+from scipy.optimize import least_squares
+
+from hdme_focus.optics import SQRT2, ThinLens, object_distance_mm
+
+Side = Literal["near", "far"]
+
+MIN_POINTS = 6  # three parameters plus at least one point of redundancy per side
+MIN_POINTS_PER_SIDE = 2
+MIN_R2 = 0.9
+DOF_SIGMA_PX = 0.5  # blur tolerance on each side of focus that defines the DOF
+
+
+class CalibrationError(ValueError):
+    """A fit that must not be used; str() says what is wrong and what to record instead."""
+
+
+# --------------------------------------------------------------------------- model
+
+
+def vcurve_sigma_px(
+    position_mm: ArrayLike, z0_mm: float, k_px_per_mm: float, sigma0_px: float
+) -> NDArray[np.float64]:
+    """Blur predicted by the V-curve at stage positions."""
+    z = np.asarray(position_mm, dtype=np.float64)
+    return np.asarray(np.hypot(k_px_per_mm * (z - z0_mm), sigma0_px), dtype=np.float64)
+
+
+def defocus_distance_mm(
+    sigma_px: ArrayLike, k_px_per_mm: ArrayLike, sigma0_px: float
+) -> NDArray[np.float64]:
+    """Unsigned |z - z0| from a blur: sqrt(max(sigma^2 - sigma0^2, 0)) / k; NaN stays NaN."""
+    s = np.asarray(sigma_px, dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        excess = np.maximum(s * s - sigma0_px * sigma0_px, 0.0)
+    k = np.asarray(k_px_per_mm, dtype=np.float64)
+    return np.asarray(np.where(np.isfinite(s), np.sqrt(excess) / k, np.nan))
+
+
+@dataclass(frozen=True)
+class VCurveFit:
+    """One region's fitted V-curve and how well it fits."""
+
+    z0_mm: float
+    k_px_per_mm: float
+    sigma0_px: float
+    rmse_px: float
+    r2: float
+    n_points: int  # points used in the final fit
+    n_outliers: int  # finite points rejected as outliers
+    n_excluded: int  # NaN or out-of-estimator-range points never fitted
+    range_mm: tuple[float, float]  # positions of the points used
+    z0_stderr_mm: float
+    n_below: int  # used points below z0
+    n_above: int  # used points above z0
+    inliers: NDArray[np.bool_] = field(repr=False, compare=False)
+
+    @property
+    def dof_mm(self) -> float:
+        """Full depth of focus: stage range where blur rises by at most 0.5 px each side."""
+        return 2.0 * DOF_SIGMA_PX / self.k_px_per_mm
+
+    def sigma_px(self, position_mm: ArrayLike) -> NDArray[np.float64]:
+        return vcurve_sigma_px(position_mm, self.z0_mm, self.k_px_per_mm, self.sigma0_px)
+
+    def distance_mm(self, sigma_px: ArrayLike) -> NDArray[np.float64]:
+        return defocus_distance_mm(sigma_px, self.k_px_per_mm, self.sigma0_px)
+
+
+def _initial_guess(z: NDArray[np.float64], s: NDArray[np.float64]) -> tuple[float, float, float]:
+    """z0 at the smoothed minimum, sigma0 the minimum, k the median slope away from it."""
+    order = np.argsort(z)
+    z, s = z[order], s[order]
+    smooth = s.copy()
+    if len(s) >= 3:
+        padded = np.concatenate([s[:1], s, s[-1:]])
+        smooth = np.median(np.stack([padded[:-2], padded[1:-1], padded[2:]]), axis=0)
+    i = int(np.argmin(smooth))
+    z0, sigma0 = float(z[i]), float(max(smooth[i], 0.05))
+    dz = np.abs(z - z0)
+    far = (dz > 0) & (s > sigma0 * 1.5)
+    span = float(z[-1] - z[0]) or 1.0
+    if np.any(far):
+        k = float(np.median(np.sqrt(np.maximum(s[far] ** 2 - sigma0**2, 0.0)) / dz[far]))
+    else:
+        k = float((np.max(s) - sigma0) / (0.5 * span))
+    return z0, max(k, 1e-3), sigma0
+
+
+def _solve(
+    z: NDArray[np.float64], s: NDArray[np.float64], x0: tuple[float, float, float], f_scale: float
+) -> NDArray[np.float64]:
+    span = float(np.ptp(z)) or 1.0
+    lo = [float(z.min()) - span, 1e-6, 0.0]
+    hi = [float(z.max()) + span, np.inf, np.inf]
+    start = np.clip(np.asarray(x0, dtype=np.float64), np.asarray(lo) + 1e-9, np.asarray(hi) - 1e-9)
+
+    def residual(p: NDArray[np.float64]) -> NDArray[np.float64]:
+        return vcurve_sigma_px(z, p[0], p[1], p[2]) - s
+
+    res = least_squares(residual, start, loss="soft_l1", f_scale=f_scale, bounds=(lo, hi))
+    return np.asarray(res.x, dtype=np.float64)
+
+
+def _z0_stderr(z: NDArray[np.float64], p: NDArray[np.float64], rmse: float) -> float:
+    """Standard error of z0 from the Jacobian of the final (least-squares) fit."""
+    z0, k, s0 = (float(v) for v in p)
+    d = z - z0
+    sig = np.maximum(np.hypot(k * d, s0), 1e-9)
+    jac = np.stack([-(k * k) * d / sig, k * d * d / sig, s0 / sig], axis=1)
+    dof = max(len(z) - 3, 1)
+    try:
+        cov = np.linalg.pinv(jac.T @ jac) * (rmse * rmse * len(z) / dof)
+    except np.linalg.LinAlgError:
+        return math.inf
+    return float(math.sqrt(max(cov[0, 0], 0.0)))
+
+
+def fit_vcurve(
+    position_mm: ArrayLike,
+    sigma_px: ArrayLike,
+    *,
+    max_sigma_px: float | None = None,
+    f_scale_px: float = 0.3,
+    reject_k: float = 3.0,
+    min_reject_px: float = 0.3,
+    max_iterations: int = 5,
+) -> VCurveFit:
+    """Robust V-curve fit with iterative outlier rejection.
+
+    Points with NaN blur, or blur at or above `max_sigma_px` (an estimator's
+    trained range, where its output saturates), are excluded before fitting.
+    After each soft-L1 fit, points whose residual exceeds `reject_k` robust
+    standard deviations (at least `min_reject_px`) are rejected and the fit is
+    repeated until the inlier set stops changing. Raises CalibrationError when
+    fewer than three usable points remain.
+    """
+    z_all = np.asarray(position_mm, dtype=np.float64).ravel()
+    s_all = np.asarray(sigma_px, dtype=np.float64).ravel()
+    if z_all.shape != s_all.shape:
+        raise ValueError(f"positions ({z_all.size}) and sigmas ({s_all.size}) differ in length")
+    usable = np.isfinite(z_all) & np.isfinite(s_all) & (s_all >= 0)
+    if max_sigma_px is not None:
+        usable &= s_all < max_sigma_px
+    n_excluded = int((~usable).sum())
+    if usable.sum() < 3:
+        raise CalibrationError(
+            f"only {int(usable.sum())} usable points (need >= {MIN_POINTS}); record a sweep "
+            "through focus with more frames where the region is textured and within the "
+            "estimator's range"
+        )
+    z, s = z_all[usable], s_all[usable]
+    inl = np.ones(z.shape, dtype=bool)
+    p = np.asarray(_initial_guess(z, s))
+    for _ in range(max_iterations):
+        p = _solve(z[inl], s[inl], (float(p[0]), float(p[1]), float(p[2])), f_scale_px)
+        r = vcurve_sigma_px(z, *p) - s
+        scale = 1.4826 * float(np.median(np.abs(r[inl])))
+        new = np.abs(r) <= max(reject_k * scale, min_reject_px)
+        if new.sum() < 3 or np.array_equal(new, inl):
+            break
+        inl = new
+    z0, k, s0 = (float(v) for v in p)
+    r_in = (vcurve_sigma_px(z[inl], z0, k, s0) - s[inl]).astype(np.float64)
+    rmse = float(np.sqrt(np.mean(r_in**2)))
+    ss_tot = float(np.sum((s[inl] - s[inl].mean()) ** 2))
+    r2 = 1.0 - float(np.sum(r_in**2)) / ss_tot if ss_tot > 0 else 0.0
+    inliers = np.zeros(z_all.shape, dtype=bool)
+    inliers[np.flatnonzero(usable)[inl]] = True
+    zi = z[inl]
+    return VCurveFit(
+        z0_mm=z0,
+        k_px_per_mm=k,
+        sigma0_px=abs(s0),
+        rmse_px=rmse,
+        r2=r2,
+        n_points=int(inl.sum()),
+        n_outliers=int((~inl).sum()),
+        n_excluded=n_excluded,
+        range_mm=(float(zi.min()), float(zi.max())),
+        z0_stderr_mm=_z0_stderr(zi, p, rmse),
+        n_below=int((zi < z0).sum()),
+        n_above=int((zi > z0).sum()),
+        inliers=inliers,
+    )
+
+
+def fit_problems(
+    fit: VCurveFit,
+    *,
+    min_points: int = MIN_POINTS,
+    min_r2: float = MIN_R2,
+    max_rmse_px: float = 1.0,
+) -> list[str]:
+    """Why a fit must not be saved, each with what to record instead; empty when fine."""
+    problems: list[str] = []
+    lo, hi = fit.range_mm
+    if fit.n_points < min_points:
+        problems.append(
+            f"only {fit.n_points} usable points (need >= {min_points}); record more frames "
+            f"through focus (a smaller --step) where the region is textured"
+        )
+    if not lo < fit.z0_mm < hi or min(fit.n_below, fit.n_above) < MIN_POINTS_PER_SIDE:
+        edge = "below" if fit.n_below < fit.n_above else "above"
+        problems.append(
+            f"no minimum inside the swept range: focus at {fit.z0_mm:.4f} mm with "
+            f"{fit.n_below} points below and {fit.n_above} above in [{lo:.4f}, {hi:.4f}] mm; "
+            f"record a sweep that extends at least {MIN_POINTS_PER_SIDE} steps {edge} "
+            f"{fit.z0_mm:.4f} mm"
+        )
+    if fit.r2 < min_r2 or fit.rmse_px > max_rmse_px:
+        problems.append(
+            f"poor fit (R^2 = {fit.r2:.3f}, RMSE = {fit.rmse_px:.2f} px); choose an ROI with "
+            "texture on one depth plane (no depth edges), or record with a longer exposure"
+        )
+    return problems
+
+
+def check_fit(fit: VCurveFit, name: str = "ROI", **limits: float) -> VCurveFit:
+    """Return the fit, or raise CalibrationError listing every problem."""
+    problems = fit_problems(fit, **limits)  # type: ignore[arg-type]
+    if problems:
+        raise CalibrationError(f"{name}: " + "; ".join(problems))
+    return fit
+
+
+# --------------------------------------------------------------------------- thin lens
+
+
+def object_distance_for_focus_mm(lens: ThinLens, z0_mm: ArrayLike) -> NDArray[np.float64]:
+    """Scene distance u (mm, at stage position 0) of an object in focus at stage z0.
+
+    Inverse of `ThinLens.focus_position_mm`. Image side: v = s0 + z0 and
+    1/u = 1/f - 1/v. Object side: the sample moves, so u = u_focus - z0 with
+    u_focus the distance conjugate to the fixed sensor.
+    """
+    z = np.asarray(z0_mm, dtype=np.float64)
+    if lens.setup == "image":
+        return object_distance_mm(lens.focal_length_mm, lens.sensor_distance_mm + z)
+    u_focus = float(object_distance_mm(lens.focal_length_mm, lens.sensor_distance_mm))
+    return np.asarray(u_focus - z, dtype=np.float64)
+
+
+def object_distance_now_mm(
+    lens: ThinLens, focus_position_mm: ArrayLike, position_mm: float
+) -> NDArray[np.float64]:
+    """Lens-to-object distance at the current stage position of objects focused at z_f."""
+    u_scene = object_distance_for_focus_mm(lens, focus_position_mm)
+    if lens.setup == "image":
+        return u_scene
+    return np.asarray(u_scene + position_mm, dtype=np.float64)
+
+
+def focus_position_map_mm(
+    sigma_px: ArrayLike, position_mm: float, k_px_per_mm: ArrayLike, sigma0_px: float, side: Side
+) -> NDArray[np.float64]:
+    """Stage position where each pixel would be in focus, under a one-sided assumption.
+
+    `near`: the objects are nearer to the lens than the focused plane; for both
+    set-ups that means their focus lies at larger stage positions (z + d).
+    `far`: beyond the focused plane, z - d.
+    """
+    d = defocus_distance_mm(sigma_px, k_px_per_mm, sigma0_px)
+    sign = 1.0 if side == "near" else -1.0
+    return np.asarray(position_mm + sign * d, dtype=np.float64)
+
+
+@dataclass(frozen=True)
+class ThinLensRelation:
+    """What a fitted V-curve says about the optics, next to the config's thin lens."""
+
+    setup: str
+    object_distance_mm: float  # u of the region (stage at 0)
+    image_distance_mm: float  # lens-to-image distance v at focus
+    k_thin_lens_px_per_mm: float  # slope the config's optics predict
+    k_ratio: float  # fitted / predicted
+    aperture_fit_mm: float  # aperture D implied by the fitted k
+    f_number_fit: float
+
+
+def relate_to_thin_lens(fit: VCurveFit, lens: ThinLens) -> ThinLensRelation:
+    """Compare the fitted slope with k = D / (2 sqrt(2) p v) (times (v/u)^2 object side)."""
+    u = float(object_distance_for_focus_mm(lens, fit.z0_mm))
+    pitch_mm = lens.pixel_pitch_um * 1e-3
+    if lens.setup == "image":
+        v = lens.sensor_distance_mm + fit.z0_mm
+        geometry = 2.0 * SQRT2 * pitch_mm * v
+    else:
+        v = lens.sensor_distance_mm
+        u_focus = u + fit.z0_mm
+        geometry = 2.0 * SQRT2 * pitch_mm * v * (u_focus / v) ** 2
+    k_lens = lens.slope_px_per_mm(u) if math.isfinite(u) and u > 0 else math.nan
+    aperture = fit.k_px_per_mm * geometry
+    return ThinLensRelation(
+        setup=lens.setup,
+        object_distance_mm=u,
+        image_distance_mm=float(v),
+        k_thin_lens_px_per_mm=float(k_lens),
+        k_ratio=float(fit.k_px_per_mm / k_lens) if k_lens and math.isfinite(k_lens) else math.nan,
+        aperture_fit_mm=float(aperture),
+        f_number_fit=float(lens.focal_length_mm / aperture) if aperture > 0 else math.inf,
+    )

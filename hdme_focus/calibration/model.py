@@ -1,0 +1,357 @@
+"""The calibration file: versioned JSON of per-region V-curve fits and their source.
+
+A calibration ties blur to stage travel for one instrument (optics, frame size)
+and one estimator, so it records all three and refuses to be used with a
+different one: a calibration made at f/8 gives wrong distances at f/4 without
+any visible error. Loading never trusts the file: every problem becomes one
+line naming the file, the field and the fix.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from hdme_focus.calibration.fit import (
+    VCurveFit,
+    defocus_distance_mm,
+    relate_to_thin_lens,
+)
+from hdme_focus.optics import ThinLens
+
+FORMAT: Literal["hdme-focus-calibration"] = "hdme-focus-calibration"
+VERSION = 1
+RECALIBRATE = "record a sweep (`hdme-focus sweep`) and run `hdme-focus calibrate SWEEP_DIR`"
+
+Box = tuple[int, int, int, int]
+
+
+class CalibrationFileError(ValueError):
+    """A calibration file that cannot be used here; str() names the file and the fix."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Units(_Strict):
+    """Fixed units, written so a reader never has to guess."""
+
+    position: Literal["mm"] = "mm"
+    sigma: Literal["px"] = "px"
+    slope: Literal["px/mm"] = "px/mm"
+    distance: Literal["mm"] = "mm"
+
+
+class OpticsRecord(_Strict):
+    """The thin-lens parameters the calibration was made with."""
+
+    focal_length_mm: float = Field(gt=0)
+    f_number: float = Field(gt=0)
+    pixel_pitch_um: float = Field(gt=0)
+    sensor_distance_mm: float = Field(gt=0)
+    setup: Literal["image", "object"]
+
+    @classmethod
+    def from_lens(cls, lens: ThinLens) -> OpticsRecord:
+        return cls(
+            focal_length_mm=lens.focal_length_mm,
+            f_number=lens.f_number,
+            pixel_pitch_um=lens.pixel_pitch_um,
+            sensor_distance_mm=lens.sensor_distance_mm,
+            setup=lens.setup,
+        )
+
+    def lens(self) -> ThinLens:
+        return ThinLens(
+            self.focal_length_mm,
+            self.f_number,
+            self.pixel_pitch_um,
+            self.sensor_distance_mm,
+            self.setup,
+        )
+
+
+class SweepSource(_Strict):
+    """Where the data came from."""
+
+    path: str
+    frames: int = Field(ge=0)
+    status: str = "complete"
+    range_mm: tuple[float, float]
+    created: str | None = None
+
+
+class RoiCalibration(_Strict):
+    """One region's V-curve, its quality and its thin-lens reading."""
+
+    name: str
+    roi: Box | None = None  # x, y, w, h in px; None = whole frame
+    z0_mm: float
+    k_px_per_mm: float = Field(gt=0)
+    sigma0_px: float = Field(ge=0)
+    dof_mm: float = Field(gt=0)  # full depth of focus, 1/k
+    z0_stderr_mm: float = Field(ge=0)
+    rmse_px: float = Field(ge=0)
+    r2: float
+    n_points: int = Field(ge=0)
+    n_outliers: int = Field(ge=0)
+    range_mm: tuple[float, float]
+    object_distance_mm: float | None = None  # u of the region, stage at 0
+    k_thin_lens_px_per_mm: float | None = None
+    f_number_fit: float | None = None
+
+    @field_validator("z0_mm", "k_px_per_mm", "sigma0_px", "dof_mm")
+    @classmethod
+    def _finite(cls, v: float) -> float:
+        if not math.isfinite(v):
+            raise ValueError("must be a finite number")
+        return v
+
+    def distance_mm(self, sigma_px: float) -> float:
+        """Unsigned |z - z0| for a measured blur."""
+        return float(defocus_distance_mm(sigma_px, self.k_px_per_mm, self.sigma0_px))
+
+    def sigma_px(self, position_mm: float) -> float:
+        return float(math.hypot(self.k_px_per_mm * (position_mm - self.z0_mm), self.sigma0_px))
+
+    @classmethod
+    def from_fit(
+        cls, name: str, roi: Box | None, fit: VCurveFit, lens: ThinLens | None
+    ) -> RoiCalibration:
+        rel = relate_to_thin_lens(fit, lens) if lens is not None else None
+
+        def finite(v: float | None) -> float | None:
+            return v if v is not None and math.isfinite(v) else None
+
+        return cls(
+            name=name,
+            roi=roi,
+            z0_mm=fit.z0_mm,
+            k_px_per_mm=fit.k_px_per_mm,
+            sigma0_px=fit.sigma0_px,
+            dof_mm=fit.dof_mm,
+            z0_stderr_mm=fit.z0_stderr_mm if math.isfinite(fit.z0_stderr_mm) else 1e9,
+            rmse_px=fit.rmse_px,
+            r2=fit.r2,
+            n_points=fit.n_points,
+            n_outliers=fit.n_outliers,
+            range_mm=fit.range_mm,
+            object_distance_mm=finite(rel.object_distance_mm) if rel else None,
+            k_thin_lens_px_per_mm=finite(rel.k_thin_lens_px_per_mm) if rel else None,
+            f_number_fit=finite(rel.f_number_fit) if rel else None,
+        )
+
+
+def _overlap(a: Box, b: Box) -> float:
+    """Intersection over the area of `a`."""
+    ax, ay, aw, ah = a
+    bx, by, bw, bh = b
+    w = max(0, min(ax + aw, bx + bw) - max(ax, bx))
+    h = max(0, min(ay + ah, by + bh) - max(ay, by))
+    return (w * h) / float(aw * ah) if aw * ah > 0 else 0.0
+
+
+class Calibration(_Strict):
+    """Everything needed to turn a blur into a stage distance on one instrument."""
+
+    format: Literal["hdme-focus-calibration"] = FORMAT
+    version: int = VERSION
+    created: str = Field(
+        default_factory=lambda: _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+    )
+    units: Units = Units()
+    sweep: SweepSource
+    estimator: str
+    frame_size_px: tuple[int, int] | None = None  # width, height
+    optics: OpticsRecord
+    rois: list[RoiCalibration] = Field(min_length=1)
+
+    @field_validator("version")
+    @classmethod
+    def _known_version(cls, v: int) -> int:
+        if v != VERSION:
+            raise ValueError(f"version {v} is not supported (this hdme-focus reads {VERSION})")
+        return v
+
+    # -- summaries over regions
+    @property
+    def k_px_per_mm(self) -> float:
+        return float(np.median([r.k_px_per_mm for r in self.rois]))
+
+    @property
+    def sigma0_px(self) -> float:
+        return float(np.median([r.sigma0_px for r in self.rois]))
+
+    @property
+    def dof_mm(self) -> float:
+        return 1.0 / self.k_px_per_mm
+
+    def lens(self) -> ThinLens:
+        return self.optics.lens()
+
+    def slope_at_px_per_mm(self, focus_position_mm: ArrayLike) -> NDArray[np.float64]:
+        """k for an object focused at a stage position, scaled by the thin lens.
+
+        Image side k = D / (2 sqrt(2) p v) falls as 1/v with v = s0 + z, so the
+        regions' k_i v_i is one aperture constant; object side the change over a
+        few mm of sample travel is negligible and the median k is used.
+        """
+        z = np.asarray(focus_position_mm, dtype=np.float64)
+        if self.optics.setup != "image":
+            return np.full_like(z, self.k_px_per_mm)
+        s0 = self.optics.sensor_distance_mm
+        kv = float(np.median([r.k_px_per_mm * (s0 + r.z0_mm) for r in self.rois]))
+        return np.asarray(kv / (s0 + z), dtype=np.float64)
+
+    def roi_named(self, name: str) -> RoiCalibration:
+        for r in self.rois:
+            if r.name == name:
+                return r
+        raise KeyError(name)
+
+    def for_roi(self, roi: Box | None) -> tuple[RoiCalibration, float]:
+        """The region calibration that best covers `roi`, and the covered fraction.
+
+        With no overlap (fraction 0) a summary region is returned: median k and
+        sigma0 (they vary slowly across a field), the median z0 and, as its
+        standard error, the spread of z0 over the regions, since the new
+        region's focus is then only known to lie somewhere among them.
+        """
+        if roi is not None:
+            scored = [(_overlap(roi, r.roi), r) for r in self.rois if r.roi is not None]
+            if scored:
+                frac, best = max(scored, key=lambda t: t[0])
+                if frac > 0:
+                    return best, frac
+        z0s = np.asarray([r.z0_mm for r in self.rois])
+        spread = float(z0s.max() - z0s.min()) / 2.0 if len(z0s) > 1 else 0.0
+        summary = RoiCalibration(
+            name="all-regions",
+            roi=None,
+            z0_mm=float(np.median(z0s)),
+            k_px_per_mm=self.k_px_per_mm,
+            sigma0_px=self.sigma0_px,
+            dof_mm=self.dof_mm,
+            z0_stderr_mm=max(spread, max(r.z0_stderr_mm for r in self.rois)),
+            rmse_px=float(np.median([r.rmse_px for r in self.rois])),
+            r2=float(np.min([r.r2 for r in self.rois])),
+            n_points=sum(r.n_points for r in self.rois),
+            n_outliers=sum(r.n_outliers for r in self.rois),
+            range_mm=(
+                min(r.range_mm[0] for r in self.rois),
+                max(r.range_mm[1] for r in self.rois),
+            ),
+        )
+        return summary, 0.0
+
+    # -- persistence
+    def save(self, path: Path | str) -> Path:
+        """Write atomically (a reader never sees half a file)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(self.model_dump_json(indent=2) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+        return path
+
+    # -- compatibility
+    def mismatches(
+        self,
+        lens: ThinLens | None = None,
+        frame_size_px: tuple[int, int] | None = None,
+        estimator: str | None = None,
+        rel_tol: float = 1e-3,
+    ) -> list[str]:
+        """Differences that make this calibration wrong for the given instrument."""
+        out: list[str] = []
+        if lens is not None:
+            now = OpticsRecord.from_lens(lens)
+            if now.setup != self.optics.setup:
+                out.append(f"optics.setup is {now.setup!r} but was {self.optics.setup!r}")
+            for key in ("focal_length_mm", "f_number", "pixel_pitch_um", "sensor_distance_mm"):
+                a, b = getattr(now, key), getattr(self.optics, key)
+                if abs(a - b) > rel_tol * abs(b):
+                    out.append(f"optics.{key} is {a:g} but was {b:g}")
+        if (
+            frame_size_px is not None
+            and self.frame_size_px is not None
+            and tuple(frame_size_px) != tuple(self.frame_size_px)
+        ):
+            w, h = self.frame_size_px
+            out.append(f"frames are {frame_size_px[0]}x{frame_size_px[1]} px but were {w}x{h}")
+        if estimator is not None and estimator != self.estimator:
+            out.append(f"the estimator is {estimator!r} but was {self.estimator!r}")
+        return out
+
+    def check_matches(
+        self,
+        source: Path | str,
+        lens: ThinLens | None = None,
+        frame_size_px: tuple[int, int] | None = None,
+        estimator: str | None = None,
+    ) -> Calibration:
+        problems = self.mismatches(lens, frame_size_px, estimator)
+        if problems:
+            raise CalibrationFileError(
+                f"{source}: calibration does not match this instrument ({'; '.join(problems)}); "
+                f"{RECALIBRATE}"
+            )
+        return self
+
+
+def _first_error(err: ValidationError) -> str:
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"]) or "(file)"
+    more = f" (and {len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
+    return f"{loc}: {first['msg']}{more}"
+
+
+def load_calibration(path: Path | str) -> Calibration:
+    """Read and validate a calibration file; CalibrationFileError with the fix otherwise."""
+    path = Path(path)
+    if not path.is_file():
+        raise CalibrationFileError(f"{path}: no calibration file there; {RECALIBRATE}")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CalibrationFileError(f"{path}: not readable JSON ({exc}); {RECALIBRATE}") from exc
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise CalibrationFileError(
+            f"{path}: not an hdme-focus calibration (format != {FORMAT!r}); {RECALIBRATE}"
+        )
+    try:
+        return Calibration.model_validate(data)
+    except ValidationError as exc:
+        raise CalibrationFileError(
+            f"{path}: invalid calibration: {_first_error(exc)}; {RECALIBRATE}"
+        ) from exc
+
+
+def build_calibration(
+    fits: Sequence[tuple[str, Box | None, VCurveFit]],
+    *,
+    lens: ThinLens | None,
+    sweep: SweepSource,
+    estimator: str,
+    frame_size_px: tuple[int, int] | None,
+) -> Calibration:
+    """Assemble checked fits into a Calibration (the caller checks quality first)."""
+    if lens is None:
+        raise ValueError("a calibration needs the optics it was made with")
+    return Calibration(
+        sweep=sweep,
+        estimator=estimator,
+        frame_size_px=frame_size_px,
+        optics=OpticsRecord.from_lens(lens),
+        rois=[RoiCalibration.from_fit(name, roi, fit, lens) for name, roi, fit in fits],
+    )

@@ -1,0 +1,324 @@
+"""A stage and camera that replay a recorded focus sweep.
+
+Record once on real hardware, then calibrate, try autofocus strategies and
+compute depth offline: moving the replay stage selects the recorded frame
+nearest to the target, and the camera returns it. Two sources are read:
+
+- a sweep directory written by `hdme-focus sweep` (sweep.json + sweep.csv with
+  `position_mm` and `frame` columns + TIFF frames), parsed here directly so the
+  drivers layer stays independent of the instrument layer;
+- any folder of images with a `positions.csv` of `file,position_mm` rows (file
+  names relative to the folder or absolute).
+
+Time is simulated (moves take distance / speed, captures their exposure), so
+replayed procedures report device time comparable to the simulator's.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import tifffile
+from numpy.typing import NDArray
+
+from hdme_focus.config import ConfigError, InstrumentConfig
+from hdme_focus.drivers.base import Clock, Frame, MotionRefused
+from hdme_focus.drivers.sim import SimClock
+
+SWEEP_MANIFEST = "sweep.json"
+SWEEP_TABLE = "sweep.csv"
+POSITIONS_CSV = "positions.csv"
+IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
+
+
+class ReplayError(ValueError):
+    """A recording that cannot be replayed; str() names the file and the fix."""
+
+
+@dataclass(frozen=True)
+class Recording:
+    """Frames and the stage positions they were taken at, sorted by position."""
+
+    source: Path
+    positions_mm: NDArray[np.float64]
+    files: tuple[Path, ...]
+    bit_depth: int | None = None  # None: from the file's dtype
+    exposure_ms: float = 10.0
+    rois: dict[str, tuple[int, int, int, int]] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    @property
+    def range_mm(self) -> tuple[float, float]:
+        return float(self.positions_mm[0]), float(self.positions_mm[-1])
+
+    @property
+    def step_mm(self) -> float:
+        """Median spacing between recorded positions (inf for a single frame)."""
+        if len(self.positions_mm) < 2:
+            return math.inf
+        return float(np.median(np.diff(self.positions_mm)))
+
+    def nearest(self, position_mm: float) -> int:
+        return int(np.argmin(np.abs(self.positions_mm - position_mm)))
+
+
+def recording_from_files(
+    files: Sequence[Path | str],
+    positions_mm: Sequence[float],
+    *,
+    source: Path | str | None = None,
+    bit_depth: int | None = None,
+    exposure_ms: float = 10.0,
+    rois: dict[str, tuple[int, int, int, int]] | None = None,
+) -> Recording:
+    """A recording from explicit files and positions (checked: same length, files exist)."""
+    paths = [Path(f) for f in files]
+    pos = np.asarray(positions_mm, dtype=np.float64)
+    if len(paths) == 0:
+        raise ReplayError(f"{source or 'recording'}: no frames to replay")
+    if len(paths) != len(pos):
+        raise ReplayError(f"{len(paths)} files but {len(pos)} positions")
+    if not np.all(np.isfinite(pos)):
+        raise ReplayError(f"{source or 'recording'}: positions must be finite numbers")
+    for p in paths:
+        if not p.is_file():
+            raise ReplayError(f"{p}: frame file is missing; re-copy the recording")
+    order = np.argsort(pos, kind="stable")
+    if len(np.unique(pos)) != len(pos):
+        raise ReplayError(f"{source or 'recording'}: two frames share one position")
+    return Recording(
+        source=Path(source) if source is not None else paths[0].parent,
+        positions_mm=pos[order],
+        files=tuple(paths[i] for i in order),
+        bit_depth=bit_depth,
+        exposure_ms=exposure_ms,
+        rois=dict(rois or {}),
+    )
+
+
+def _read_sweep_dir(directory: Path) -> Recording:
+    """The minimal part of the sweep format: positions, frame files, bit depth, ROIs."""
+    manifest_path = directory / SWEEP_MANIFEST
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ReplayError(f"{manifest_path}: not a readable sweep manifest ({exc})") from exc
+    table = directory / SWEEP_TABLE
+    if not table.is_file():
+        raise ReplayError(f"{table}: missing; the sweep wrote no table")
+    with open(table, encoding="utf-8", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    if rows and not {"position_mm", "frame"} <= set(rows[0]):
+        raise ReplayError(f"{table}: needs 'position_mm' and 'frame' columns")
+    rows = [r for r in rows if r.get("frame") and r.get("position_mm")]  # torn last line
+    try:
+        positions = [float(r["position_mm"]) for r in rows]
+    except ValueError as exc:
+        raise ReplayError(f"{table}: a position_mm is not a number ({exc})") from None
+    camera = (manifest.get("config") or {}).get("camera") or {}
+    rois = {
+        str(n): (int(r["x"]), int(r["y"]), int(r["w"]), int(r["h"]))
+        for n, r in (manifest.get("rois") or {}).items()
+    }
+    return recording_from_files(
+        [directory / r["frame"] for r in rows],
+        positions,
+        source=directory,
+        bit_depth=int(camera["bit_depth"]) if "bit_depth" in camera else None,
+        exposure_ms=float(camera.get("exposure_ms", 10.0)),
+        rois=rois,
+    )
+
+
+def _read_positions_csv(directory: Path) -> Recording:
+    path = directory / POSITIONS_CSV
+    with open(path, encoding="utf-8", newline="") as fh:
+        rows = list(csv.reader(fh))
+    if rows and rows[0] and not _is_number(rows[0][-1]):
+        rows = rows[1:]  # header
+    files: list[Path] = []
+    positions: list[float] = []
+    for lineno, row in enumerate(rows, start=1):
+        if not row or not "".join(row).strip():
+            continue
+        if len(row) < 2 or not _is_number(row[1]):
+            raise ReplayError(
+                f"{path}:{lineno}: expected 'file,position_mm' (e.g. img_001.png,0.25), got {row}"
+            )
+        f = Path(row[0].strip())
+        files.append(f if f.is_absolute() else directory / f)
+        positions.append(float(row[1]))
+    return recording_from_files(files, positions, source=directory)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def load_recording(path: Path | str) -> Recording:
+    """Read a sweep directory or a folder of images with positions.csv."""
+    directory = Path(path)
+    if not directory.is_dir():
+        raise ReplayError(
+            f"{directory}: no such directory; record one with `hdme-focus sweep --out DIR`"
+        )
+    if (directory / SWEEP_MANIFEST).is_file():
+        return _read_sweep_dir(directory)
+    if (directory / POSITIONS_CSV).is_file():
+        return _read_positions_csv(directory)
+    raise ReplayError(
+        f"{directory}: neither {SWEEP_MANIFEST} (a recorded sweep) nor {POSITIONS_CSV} "
+        "(rows of file,position_mm) found; add a positions.csv beside the images"
+    )
+
+
+def read_image(path: Path) -> tuple[NDArray[Any], int | None]:
+    """Pixels as stored (RGB order for colour) and the bit depth written with them, if any."""
+    if path.suffix.lower() in (".tif", ".tiff"):
+        try:
+            with tifffile.TiffFile(path) as tif:
+                image = tif.asarray()
+                text = tif.pages.first.description
+        except Exception as exc:  # tifffile raises several types for corrupt files
+            raise ReplayError(f"{path}: not a readable TIFF ({exc})") from exc
+        bit_depth = None
+        try:
+            info = json.loads(text) if text else {}
+            bit_depth = (
+                int(info["bit_depth"]) if isinstance(info, dict) and "bit_depth" in info else None
+            )
+        except (json.JSONDecodeError, ValueError, TypeError):
+            pass
+        return image, bit_depth
+    raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if raw is None:
+        raise ReplayError(f"{path}: not a readable image")
+    if raw.ndim == 3 and raw.shape[2] >= 3:
+        raw = cv2.cvtColor(raw[..., :3], cv2.COLOR_BGR2RGB)
+    return np.asarray(raw), None
+
+
+class ReplayStage:
+    """A focus axis over a recording: any position inside the recorded range is reachable."""
+
+    def __init__(
+        self,
+        recording: Recording,
+        clock: Clock,
+        speed_mm_s: float = 2.0,
+        start_mm: float | None = None,
+    ) -> None:
+        self.recording = recording
+        self.clock = clock
+        self.speed_mm_s = float(speed_mm_s)
+        lo, hi = recording.range_mm
+        self._tolerance_mm = 0.5 * recording.step_mm if math.isfinite(recording.step_mm) else 0.0
+        if start_mm is None or not lo <= start_mm <= hi:
+            start_mm = float(recording.positions_mm[0])
+        self._position_mm = float(start_mm)
+
+    def position_mm(self) -> float:
+        return self._position_mm
+
+    def move_to(self, target_mm: float) -> None:
+        lo, hi = self.recording.range_mm
+        if not lo - self._tolerance_mm <= target_mm <= hi + self._tolerance_mm:
+            raise MotionRefused(
+                f"replay: no frame was recorded near {target_mm:.4f} mm (the recording covers "
+                f"[{lo:.4f}, {hi:.4f}] mm); set stage.min_mm/max_mm inside it"
+            )
+        self.clock.sleep(abs(target_mm - self._position_mm) / self.speed_mm_s)
+        self._position_mm = float(target_mm)
+
+    def is_moving(self) -> bool:
+        return False
+
+    def wait(self, timeout_s: float) -> None:
+        return None
+
+    def stop(self) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+
+class ReplayCamera:
+    """Returns the recorded frame nearest to the replay stage's position."""
+
+    def __init__(
+        self,
+        recording: Recording,
+        stage: ReplayStage,
+        clock: Clock,
+        exposure_ms: float | None = None,
+        cache_frames: int = 8,
+    ) -> None:
+        self.recording = recording
+        self.stage = stage
+        self.clock = clock
+        self.exposure_ms = recording.exposure_ms if exposure_ms is None else float(exposure_ms)
+        self._cache: OrderedDict[int, tuple[NDArray[Any], int | None]] = OrderedDict()
+        self._cache_frames = max(1, cache_frames)
+
+    def _load(self, index: int) -> tuple[NDArray[Any], int | None]:
+        if index in self._cache:
+            self._cache.move_to_end(index)
+            return self._cache[index]
+        item = read_image(self.recording.files[index])
+        self._cache[index] = item
+        if len(self._cache) > self._cache_frames:
+            self._cache.popitem(last=False)
+        return item
+
+    def capture(self) -> Frame:
+        index = self.recording.nearest(self.stage.position_mm())
+        image, stored_depth = self._load(index)
+        self.clock.sleep(self.exposure_ms * 1e-3)
+        bit_depth = (
+            stored_depth or self.recording.bit_depth or (8 if image.dtype == np.uint8 else 16)
+        )
+        return Frame(
+            image=image.copy(),
+            exposure_ms=self.exposure_ms,
+            timestamp_s=self.clock.monotonic(),
+            position_mm=float(self.recording.positions_mm[index]),
+            bit_depth=int(bit_depth),
+            meta={"replay_index": index, "replay_file": str(self.recording.files[index])},
+        )
+
+    def close(self) -> None:
+        self._cache.clear()
+
+
+def open_replay(config: InstrumentConfig) -> tuple[ReplayStage, ReplayCamera, SimClock]:
+    """The replay bench named by `stage.replay_dir`; ConfigError if it cannot be read."""
+    directory = config.stage.replay_dir
+    if directory is None:
+        raise ConfigError(
+            "stage.driver = 'replay' needs stage.replay_dir: a sweep directory or a folder "
+            "of images with positions.csv"
+        )
+    try:
+        recording = load_recording(directory)
+    except (ReplayError, OSError) as exc:
+        raise ConfigError(f"stage.replay_dir: {exc}") from None
+    clock = SimClock()
+    stage = ReplayStage(recording, clock, config.stage.speed_mm_s, config.stage.start_mm)
+    camera = ReplayCamera(recording, stage, clock)
+    return stage, camera, clock

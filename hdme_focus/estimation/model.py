@@ -1,0 +1,340 @@
+"""HDME-Net: an HRNet with a stride-1 stem that maps one frame to a per-pixel blur sigma.
+
+One configurable class, named presets (as timm does). The stem keeps full input
+resolution so the first branch sees the finest detail, where defocus lives;
+branches at 1/2, 1/4 and 1/8 add context and are fused repeatedly (HRNet
+exchange units). The head upsamples every branch to full resolution, a 1x1
+convolution gives one channel and softplus keeps sigma non-negative.
+
+`standardize` is the input normalisation shared by training and inference:
+per-frame zero mean and unit variance, computed on the whole frame (before any
+tiling), so absolute brightness and contrast carry no weight; blur is read from
+spatial structure only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from torch import Tensor, nn
+
+STD_FLOOR = 1e-4  # a perfectly flat frame is standardised to zeros, not to NaN
+BN_MOMENTUM = 0.1
+
+
+class HDMENetConfig(BaseModel):
+    """Architecture of one HDME-Net variant; stored in the weights' metadata."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    in_channels: int = 1
+    stem_width: int = 64
+    stem_block: Literal["bottleneck", "basic"] = "bottleneck"
+    stem_blocks: int = Field(
+        default=4, ge=0, description="residual blocks after the stem convolutions"
+    )
+    stage_widths: tuple[tuple[int, ...], ...] = ((48, 96), (48, 96, 192), (48, 96, 192, 384))
+    stage_modules: tuple[int, ...] = (1, 4, 3)
+    blocks_per_branch: int = Field(default=4, ge=1)
+    head_width: int = Field(default=0, ge=0, description="hidden 1x1 layer of the head; 0 = none")
+    multiscale_head: bool = Field(
+        default=False,
+        description="True: head on all branches upsampled and concatenated (HRNetV2); "
+        "False: the last module fuses into the full-resolution branch only (HRNetV1, the paper)",
+    )
+    upsample: Literal["bilinear", "nearest"] = "bilinear"
+
+    @model_validator(mode="after")
+    def _check(self) -> HDMENetConfig:
+        if len(self.stage_widths) != len(self.stage_modules):
+            raise ValueError("stage_widths and stage_modules must have the same length")
+        for i, widths in enumerate(self.stage_widths):
+            if len(widths) != i + 2:
+                raise ValueError(f"stage {i + 2} needs {i + 2} branch widths, got {len(widths)}")
+        return self
+
+    @property
+    def input_multiple(self) -> int:
+        """Inputs are padded to a multiple of this (2 ** number of downsamplings)."""
+        return int(2 ** (len(self.stage_widths[-1]) - 1)) if self.stage_widths else 1
+
+
+PRESETS: dict[str, HDMENetConfig] = {
+    # Faithful to HDME-Net (HRNetV2-W48 with a stride-1 stem); ~63.6 M parameters.
+    "hdme-w48": HDMENetConfig(),
+    # Compact default for a CPU autofocus loop: 8-wide full-resolution branch, one module per
+    # stage; ~0.17 M parameters, ~220 ms per 512x512 frame on 2 CPU cores (docs/benchmarks).
+    "hdme-lite": HDMENetConfig(
+        stem_width=8,
+        stem_block="basic",
+        stem_blocks=1,
+        stage_widths=((8, 16), (8, 16, 32), (8, 16, 32, 64)),
+        stage_modules=(1, 1, 1),
+        blocks_per_branch=1,
+    ),
+    # Smallest: 4-wide full-resolution branch, for slow CPUs or large frames.
+    "hdme-tiny": HDMENetConfig(
+        stem_width=4,
+        stem_block="basic",
+        stem_blocks=0,
+        stage_widths=((4, 16), (4, 16, 32), (4, 16, 32, 64)),
+        stage_modules=(1, 1, 1),
+        blocks_per_branch=1,
+    ),
+}
+DEFAULT_PRESET = "hdme-lite"
+
+
+def _bn(c: int) -> nn.BatchNorm2d:
+    return nn.BatchNorm2d(c, momentum=BN_MOMENTUM)
+
+
+def _conv3(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False)
+
+
+class BasicBlock(nn.Module):
+    expansion = 1
+
+    def __init__(self, cin: int, planes: int) -> None:
+        super().__init__()
+        cout = planes * self.expansion
+        self.conv1, self.bn1 = _conv3(cin, planes), _bn(planes)
+        self.conv2, self.bn2 = _conv3(planes, cout), _bn(cout)
+        self.down = (
+            nn.Sequential(nn.Conv2d(cin, cout, 1, bias=False), _bn(cout)) if cin != cout else None
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = F.relu(self.bn1(self.conv1(x)))
+        y = self.bn2(self.conv2(y))
+        return F.relu(y + (x if self.down is None else self.down(x)))
+
+
+class Bottleneck(nn.Module):
+    expansion = 4
+
+    def __init__(self, cin: int, planes: int) -> None:
+        super().__init__()
+        cout = planes * self.expansion
+        self.conv1, self.bn1 = nn.Conv2d(cin, planes, 1, bias=False), _bn(planes)
+        self.conv2, self.bn2 = _conv3(planes, planes), _bn(planes)
+        self.conv3, self.bn3 = nn.Conv2d(planes, cout, 1, bias=False), _bn(cout)
+        self.down = (
+            nn.Sequential(nn.Conv2d(cin, cout, 1, bias=False), _bn(cout)) if cin != cout else None
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = F.relu(self.bn1(self.conv1(x)))
+        y = F.relu(self.bn2(self.conv2(y)))
+        y = self.bn3(self.conv3(y))
+        return F.relu(y + (x if self.down is None else self.down(x)))
+
+
+class ExchangeModule(nn.Module):
+    """One HRNet module: residual blocks per branch, then every branch fused into every other."""
+
+    def __init__(
+        self, widths: Sequence[int], blocks: int, upsample: str, outputs: int | None = None
+    ) -> None:
+        super().__init__()
+        self.upsample = upsample
+        self.branches = nn.ModuleList(
+            nn.Sequential(*[BasicBlock(w, w) for _ in range(blocks)]) for w in widths
+        )
+        n = len(widths)
+        self.fuse = nn.ModuleList()
+        for i in range(n if outputs is None else outputs):
+            row = nn.ModuleList()
+            for j in range(n):
+                if j == i:
+                    row.append(nn.Identity())
+                elif j > i:  # lower resolution -> 1x1 to width i, upsampled in forward
+                    row.append(
+                        nn.Sequential(
+                            nn.Conv2d(widths[j], widths[i], 1, bias=False), _bn(widths[i])
+                        )
+                    )
+                else:  # higher resolution -> strided 3x3 convolutions
+                    steps: list[nn.Module] = []
+                    for k in range(i - j):
+                        last = k == i - j - 1
+                        cout = widths[i] if last else widths[j]
+                        steps += [_conv3(widths[j], cout, stride=2), _bn(cout)]
+                        if not last:
+                            steps.append(nn.ReLU(inplace=True))
+                    row.append(nn.Sequential(*steps))
+            self.fuse.append(row)
+
+    def forward(self, xs: list[Tensor]) -> list[Tensor]:
+        xs = [branch(x) for branch, x in zip(self.branches, xs, strict=True)]
+        out = []
+        for i, row in enumerate(self.fuse):
+            acc = xs[i]
+            layers: nn.ModuleList = row  # type: ignore[assignment]
+            for j, layer in enumerate(layers):
+                if j == i:
+                    continue
+                y = layer(xs[j])
+                if j > i:
+                    y = _resize(y, xs[i].shape[-2:], self.upsample)
+                acc = acc + y
+            out.append(F.relu(acc))
+        return out
+
+
+def _resize(x: Tensor, size: Sequence[int], mode: str) -> Tensor:
+    if mode == "nearest":
+        return F.interpolate(x, size=tuple(size), mode="nearest")
+    return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
+
+
+class HDMENet(nn.Module):
+    """Frame [N, 1, H, W] (standardised, H and W multiples of `input_multiple`) -> sigma_px."""
+
+    def __init__(self, config: HDMENetConfig) -> None:
+        super().__init__()
+        c = config
+        self.config = c
+        self.stem = nn.Sequential(
+            _conv3(c.in_channels, c.stem_width),
+            _bn(c.stem_width),
+            nn.ReLU(inplace=True),
+            _conv3(c.stem_width, c.stem_width),
+            _bn(c.stem_width),
+            nn.ReLU(inplace=True),
+        )
+        block = Bottleneck if c.stem_block == "bottleneck" else BasicBlock
+        layers: list[nn.Module] = []
+        cin = c.stem_width
+        for _ in range(c.stem_blocks):
+            layers.append(block(cin, c.stem_width))
+            cin = c.stem_width * block.expansion
+        self.layer1 = nn.Sequential(*layers)
+
+        self.transitions = nn.ModuleList()
+        self.stages = nn.ModuleList()
+        prev: list[int] = [cin]
+        for widths, modules in zip(c.stage_widths, c.stage_modules, strict=True):
+            self.transitions.append(self._transition(prev, list(widths)))
+            last_stage = len(self.stages) == len(c.stage_widths) - 1
+            mods = []
+            for m in range(modules):
+                single = last_stage and m == modules - 1 and not c.multiscale_head
+                mods.append(
+                    ExchangeModule(widths, c.blocks_per_branch, c.upsample, 1 if single else None)
+                )
+            self.stages.append(nn.Sequential(*mods))
+            prev = list(widths)
+        total = sum(prev) if c.multiscale_head else prev[0]
+        head: list[nn.Module] = []
+        if c.head_width:
+            head += [
+                nn.Conv2d(total, c.head_width, 1, bias=False),
+                _bn(c.head_width),
+                nn.ReLU(True),
+            ]
+            total = c.head_width
+        head.append(nn.Conv2d(total, 1, 1))
+        self.head = nn.Sequential(*head)
+
+    @staticmethod
+    def _transition(prev: list[int], widths: list[int]) -> nn.ModuleList:
+        layers = nn.ModuleList()
+        for i, w in enumerate(widths):
+            if i < len(prev):
+                layers.append(
+                    nn.Identity()
+                    if prev[i] == w
+                    else nn.Sequential(_conv3(prev[i], w), _bn(w), nn.ReLU(inplace=True))
+                )
+            else:  # a new, coarser branch from the coarsest existing one
+                layers.append(
+                    nn.Sequential(_conv3(prev[-1], w, stride=2), _bn(w), nn.ReLU(inplace=True))
+                )
+        return layers
+
+    def forward(self, x: Tensor) -> Tensor:
+        xs = [self.layer1(self.stem(x))]
+        for transition, stage in zip(self.transitions, self.stages, strict=True):
+            branches: nn.ModuleList = transition  # type: ignore[assignment]
+            xs = [t(xs[min(i, len(xs) - 1)]) for i, t in enumerate(branches)]
+            xs = stage(xs)
+        size = xs[0].shape[-2:]
+        feats = torch.cat([xs[0]] + [_resize(y, size, self.config.upsample) for y in xs[1:]], dim=1)
+        return F.softplus(self.head(feats))
+
+
+def get_config(preset_or_config: str | HDMENetConfig) -> HDMENetConfig:
+    if isinstance(preset_or_config, HDMENetConfig):
+        return preset_or_config
+    try:
+        return PRESETS[preset_or_config]
+    except KeyError:
+        raise ValueError(
+            f"unknown preset {preset_or_config!r}; choose one of {', '.join(PRESETS)}"
+        ) from None
+
+
+def build_model(preset_or_config: str | HDMENetConfig = DEFAULT_PRESET) -> HDMENet:
+    return HDMENet(get_config(preset_or_config))
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def count_macs(model: nn.Module, height: int = 512, width: int = 512) -> int:
+    """Multiply-accumulates of the convolutions for one frame (the bulk of the cost)."""
+    total = 0
+
+    def hook(mod: nn.Module, _inp: tuple[Tensor, ...], out: Tensor) -> None:
+        nonlocal total
+        assert isinstance(mod, nn.Conv2d)
+        k = mod.kernel_size[0] * mod.kernel_size[1]
+        total += out.numel() * (mod.in_channels // mod.groups) * k
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.Conv2d)]
+    try:
+        was_training = model.training
+        model.eval()
+        with torch.inference_mode():
+            p = next(model.parameters())
+            model(torch.zeros(1, 1, height, width, device=p.device, dtype=p.dtype))
+        model.train(was_training)
+    finally:
+        for h in handles:
+            h.remove()
+    return total
+
+
+def standardize(x: Tensor) -> Tensor:
+    """Per-frame zero mean, unit variance over H and W of each [N, C, H, W] frame."""
+    mean = x.mean(dim=(-2, -1), keepdim=True)
+    std = x.std(dim=(-2, -1), keepdim=True, unbiased=False).clamp_min(STD_FLOOR)
+    return (x - mean) / std
+
+
+def fuse_for_inference(model: HDMENet) -> HDMENet:
+    """Fold every BatchNorm into the convolution before it (eval only; ~1.4x faster on CPU)."""
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    model.eval()
+    for mod in model.modules():
+        if isinstance(mod, nn.Sequential):
+            for i in range(len(mod) - 1):
+                conv, bn = mod[i], mod[i + 1]
+                if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
+                    mod[i] = fuse_conv_bn_eval(conv, bn)
+                    mod[i + 1] = nn.Identity()
+        elif isinstance(mod, BasicBlock | Bottleneck):
+            for k in (1, 2, 3):
+                c, b = getattr(mod, f"conv{k}", None), getattr(mod, f"bn{k}", None)
+                if isinstance(c, nn.Conv2d) and isinstance(b, nn.BatchNorm2d):
+                    setattr(mod, f"conv{k}", fuse_conv_bn_eval(c, b))
+                    setattr(mod, f"bn{k}", nn.Identity())
+    return model

@@ -1,0 +1,691 @@
+"""Autofocus a region: single-capture HDME, and the classical Brent and sweep searches.
+
+HDME (`method="hdme"`): capture one frame, estimate the region's blur sigma,
+turn it into the unsigned distance |z - z0| = sqrt(max(sigma^2 - sigma0^2, 0)) / k
+with the calibration, choose the direction, and make one move. One frame cannot
+tell which side of focus the stage is on, so the direction comes from a
+strategy:
+
+- `prior`: of the two candidates z +- d, take the one nearer to a prior focus
+  position. The prior is the last successful focus of an overlapping region
+  (kept in `<paths.output_dir>/autofocus-state.json`), else the calibration's
+  z0 for the region. It is trusted ("unambiguous") when the candidates differ
+  in distance to the prior by more than twice the prior's uncertainty, i.e.
+  when both d and |z - prior| exceed that uncertainty; when they do not,
+  `prior` still takes the nearer one and reports the move as ambiguous.
+- `probe`: one known step and a second capture; the focus is the position
+  consistent with both blur readings. Two captures, two moves.
+- `auto`: `prior` when unambiguous, otherwise `probe`.
+
+A candidate outside the soft limits is never chosen, which settles the
+direction on its own. The procedure never moves on a NaN, pixel-saturated,
+out-of-range or low-confidence estimate: it raises AutofocusRefused and the
+stage stays where it was.
+
+`brent` minimises the negative log focus measure with scipy's bounded Brent
+search, as Micro-Manager's OughtaFocus does; `sweep` scans coarse then fine and
+fits a parabola to the log measure around the peak. Both need no calibration.
+
+Device time is read from the instrument clock around captures and moves only;
+compute time (estimation, statistics, decisions) is wall time, kept separate.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from numpy.typing import NDArray
+from scipy.optimize import minimize_scalar
+
+from hdme_focus.calibration.model import Calibration, RoiCalibration
+from hdme_focus.drivers.base import Frame
+from hdme_focus.estimation.base import (
+    DefocusEstimator,
+    RoiSigma,
+    roi_sigma,
+    to_gray_float,
+)
+from hdme_focus.focus_measures import focus_measures
+from hdme_focus.instrument.devices import Instrument
+from hdme_focus.roi import Roi
+
+Method = Literal["hdme", "brent", "sweep"]
+Strategy = Literal["auto", "prior", "probe"]
+METHODS: tuple[str, ...] = ("hdme", "brent", "sweep")
+STRATEGIES: tuple[str, ...] = ("auto", "prior", "probe")
+
+STATE_FILE = "autofocus-state.json"
+STATE_FORMAT = "hdme-focus-autofocus-state"
+ESTIMATE_MARGIN_PX = 32  # context around the ROI given to the estimator
+RANGE_FRACTION = 0.8  # above this share of the estimator's range, re-estimate downscaled
+TOLERANCE_DOF = 0.5  # "in focus": within +- half the depth of focus
+
+
+class AutofocusRefused(RuntimeError):
+    """Autofocus stopped without moving further; str() says why and what to do.
+
+    `result` holds what was done up to that point (captures, position).
+    """
+
+    def __init__(self, message: str, result: AutofocusResult | None = None) -> None:
+        super().__init__(message)
+        self.result = result
+
+
+# --------------------------------------------------------------------------- records
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One capture's blur reading of the region."""
+
+    position_mm: float
+    sigma_px: float
+    spread_px: float
+    confidence: float
+    textured_fraction: float
+    saturated_fraction: float
+    distance_mm: float  # |z - z0| from the calibration
+    downscale: float = 1.0
+
+
+@dataclass(frozen=True)
+class Prior:
+    """Where focus is expected, and how sure that is (1 sigma, mm)."""
+
+    position_mm: float
+    uncertainty_mm: float
+    source: str  # "last-focus" | "calibration"
+
+
+@dataclass
+class AutofocusResult:
+    method: str
+    roi: str
+    start_mm: float
+    final_mm: float = math.nan
+    target_mm: float = math.nan
+    captures: int = 0
+    moves: int = 0
+    strategy: str | None = None
+    direction: str | None = None  # how the direction was decided
+    ambiguous: bool = False
+    tries: int = 0
+    predicted_sigma_px: float = math.nan  # blur expected at the target
+    measured_sigma_px: float = math.nan  # first capture
+    verified_sigma_px: float | None = None
+    residual_mm: float | None = None  # |z - z0| from the verification capture
+    in_focus: bool | None = None  # None: not verified
+    dof_mm: float = math.nan
+    device_time_s: float = 0.0
+    compute_time_s: float = 0.0
+    refused: str | None = None
+    prior: dict[str, Any] | None = None
+    measurements: list[dict[str, float]] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        def clean(v: Any) -> Any:
+            if isinstance(v, float) and not math.isfinite(v):
+                return None
+            if isinstance(v, dict):
+                return {k: clean(x) for k, x in v.items()}
+            if isinstance(v, list):
+                return [clean(x) for x in v]
+            return v
+
+        return {k: clean(v) for k, v in dataclasses.asdict(self).items()}
+
+    def summary_line(self) -> str:
+        head = f"autofocus {self.method}"
+        if self.strategy:
+            head += f"/{self.strategy}"
+        if self.refused:
+            return f"{head} ROI {self.roi}: refused at {self.start_mm:.4f} mm: {self.refused}"
+        parts = [
+            f"{head} ROI {self.roi}: {self.start_mm:.4f} -> {self.final_mm:.4f} mm",
+            f"{self.captures} capture{'s' * (self.captures != 1)}",
+            f"{self.moves} move{'s' * (self.moves != 1)}",
+        ]
+        if self.direction:
+            parts.append(f"direction {self.direction}{' (ambiguous)' * self.ambiguous}")
+        if math.isfinite(self.measured_sigma_px):
+            parts.append(f"sigma {self.measured_sigma_px:.2f} px")
+        if self.verified_sigma_px is not None:
+            state = "in focus" if self.in_focus else "NOT in focus"
+            parts.append(f"verified {self.verified_sigma_px:.2f} px ({state})")
+        parts.append(
+            f"device {self.device_time_s * 1e3:.0f} ms, compute {self.compute_time_s * 1e3:.0f} ms"
+        )
+        return ", ".join(parts)
+
+
+# --------------------------------------------------------------------------- timing
+
+
+class _Session:
+    """Counts captures and moves and splits device time from compute time."""
+
+    def __init__(self, instrument: Instrument, result: AutofocusResult) -> None:
+        self.inst = instrument
+        self.result = result
+        self._moves0 = instrument.stage.moves
+
+    def capture(self) -> Frame:
+        t0 = self.inst.clock.monotonic()
+        try:
+            return self.inst.capture()
+        finally:
+            self.result.device_time_s += self.inst.clock.monotonic() - t0
+            self.result.captures += 1
+
+    def move(self, target_mm: float) -> float:
+        """Guarded move (split into max-step moves if needed); returns the reported position."""
+        t0 = self.inst.clock.monotonic()
+        try:
+            if abs(target_mm - self.inst.stage.position_mm()) <= 1e-12:
+                return self.inst.stage.position_mm()
+            return self.inst.stage.travel_to(target_mm)
+        finally:
+            self.result.device_time_s += self.inst.clock.monotonic() - t0
+            self.result.moves = self.inst.stage.moves - self._moves0
+
+    @contextmanager
+    def compute(self) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.result.compute_time_s += time.perf_counter() - t0
+
+
+# --------------------------------------------------------------------------- estimation
+
+
+def _crop_box(roi: Roi, width: int, height: int, margin: int) -> tuple[int, int, int, int]:
+    x0, y0 = max(0, roi.x - margin), max(0, roi.y - margin)
+    x1, y1 = min(width, roi.x + roi.w + margin), min(height, roi.y + roi.h + margin)
+    return x0, y0, x1, y1
+
+
+def estimate_roi(
+    frame: Frame,
+    roi: Roi,
+    estimator: DefocusEstimator,
+    margin_px: int = ESTIMATE_MARGIN_PX,
+) -> tuple[RoiSigma, float]:
+    """Robust blur of a region, estimated on the region plus a margin of context.
+
+    Near the top of the estimator's trained range the same pixels are estimated
+    again at half resolution (sigma doubled back), which extends the range
+    without another capture. Returns the statistics and the downscale used.
+    """
+    height, width = frame.image.shape[:2]
+    x0, y0, x1, y1 = _crop_box(roi, width, height, margin_px)
+    crop = frame.image[y0:y1, x0:x1]
+    gray = to_gray_float(crop, frame.bit_depth)
+    inner = (roi.x - x0, roi.y - y0, roi.w, roi.h)
+    stats = roi_sigma(estimator.predict(crop, frame.bit_depth), gray, inner)
+    sigma_max = getattr(estimator, "sigma_max_px", None)
+    if (
+        sigma_max is not None
+        and math.isfinite(stats.sigma_px)
+        and stats.sigma_px > RANGE_FRACTION * float(sigma_max)
+        and min(crop.shape[:2]) >= 32
+    ):
+        try:
+            sig = estimator.predict(crop, frame.bit_depth, downscale=2.0)  # type: ignore[call-arg]
+        except TypeError:
+            return stats, 1.0
+        return roi_sigma(sig, gray, inner), 2.0
+    return stats, 1.0
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """When an estimate is too weak to move on."""
+
+    min_confidence: float = 0.2
+    max_saturated_fraction: float = 0.2
+    max_range_fraction: float = 0.95  # of the estimator's sigma range (times the downscale)
+
+
+def _check_estimate(
+    stats: RoiSigma, downscale: float, estimator: DefocusEstimator, limits: Thresholds
+) -> str | None:
+    """Why this estimate must not be moved on, or None."""
+    if stats.saturated_fraction > limits.max_saturated_fraction:
+        return (
+            f"{stats.saturated_fraction:.0%} of the ROI is saturated; reduce camera.exposure_ms "
+            "or gain, or choose another ROI"
+        )
+    if not math.isfinite(stats.sigma_px):
+        return (
+            f"the ROI has too little texture to measure blur ({stats.textured_fraction:.0%} "
+            "textured pixels); choose a textured region"
+        )
+    if stats.confidence < limits.min_confidence:
+        return (
+            f"low-confidence estimate (confidence {stats.confidence:.2f} < "
+            f"{limits.min_confidence:.2f}, sigma {stats.sigma_px:.2f} +- "
+            f"{stats.spread_px:.2f} px); "
+            "choose a textured region on one depth plane"
+        )
+    sigma_max = getattr(estimator, "sigma_max_px", None)
+    if sigma_max is not None and stats.sigma_px > limits.max_range_fraction * sigma_max * downscale:
+        return (
+            f"blur {stats.sigma_px:.1f} px is at the limit of the estimator's range "
+            f"({sigma_max * downscale:.1f} px); start nearer to focus or use --method sweep"
+        )
+    return None
+
+
+# --------------------------------------------------------------------------- prior state
+
+
+def state_path(output_dir: Path | str) -> Path:
+    """Where the last successful focus per region is kept."""
+    return Path(output_dir) / STATE_FILE
+
+
+def load_state(path: Path | None) -> list[dict[str, Any]]:
+    """Entries {roi: [x, y, w, h], position_mm, time}; an unreadable file counts as empty."""
+    if path is None or not Path(path).is_file():
+        return []
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return []
+    if not isinstance(data, dict) or data.get("format") != STATE_FORMAT:
+        return []
+    entries = data.get("entries", [])
+    return [e for e in entries if isinstance(e, dict) and {"roi", "position_mm"} <= set(e)]
+
+
+def save_focus(path: Path | None, roi: Roi, position_mm: float, keep: int = 32) -> None:
+    """Record a successful focus (replacing the entry of the same ROI), atomically."""
+    if path is None:
+        return
+    path = Path(path)
+    entries = [e for e in load_state(path) if list(e["roi"]) != list(roi.as_tuple())]
+    entries.append(
+        {
+            "roi": list(roi.as_tuple()),
+            "position_mm": float(position_mm),
+            "time": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        }
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    data = {"format": STATE_FORMAT, "version": 1, "entries": entries[-keep:]}
+    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _overlap(a: tuple[int, int, int, int], b: Sequence[int]) -> float:
+    ax, ay, aw, ah = a
+    bx, by, bw, bh = (int(v) for v in b)
+    w = max(0, min(ax + aw, bx + bw) - max(ax, bx))
+    h = max(0, min(ay + ah, by + bh) - max(ay, by))
+    return (w * h) / float(max(aw * ah, 1))
+
+
+def choose_prior(
+    roi: Roi,
+    roi_cal: RoiCalibration,
+    covered: float,
+    state: Sequence[dict[str, Any]],
+    uncertainty_mm: float | None = None,
+) -> Prior:
+    """The last focus of a region overlapping by half or more, else the calibration's z0.
+
+    Default uncertainty: half a depth of focus, or three standard errors of the
+    calibrated z0 (or the spread of z0 over regions for an uncalibrated ROI)
+    if larger.
+    """
+    dof = roi_cal.dof_mm
+    best = max(state, key=lambda e: _overlap(roi.as_tuple(), e["roi"]), default=None)
+    if best is not None and _overlap(roi.as_tuple(), best["roi"]) >= 0.5:
+        u = uncertainty_mm if uncertainty_mm is not None else 0.5 * dof
+        return Prior(float(best["position_mm"]), u, "last-focus")
+    # an uncovered ROI gets the all-regions summary, whose stderr is the z0 spread
+    u = uncertainty_mm if uncertainty_mm is not None else max(0.5 * dof, 3.0 * roi_cal.z0_stderr_mm)
+    return Prior(roi_cal.z0_mm, u, "calibration")
+
+
+# --------------------------------------------------------------------------- decisions
+
+
+def _sigma_error_px(sigma_px: float) -> float:
+    """Typical error of a region's blur estimate: grows with the blur."""
+    return 0.15 + 0.08 * sigma_px
+
+
+def consistent_focus(
+    readings: Sequence[tuple[float, float, float]], k_px_per_mm: float
+) -> tuple[float, float]:
+    """Focus position most consistent with (position, distance, sigma) readings.
+
+    Each reading allows two positions z +- d; the one minimising the weighted
+    misfit |z_i - c| - d_i over all readings picks the side. The position is
+    then the candidate, on that side, of the reading with the least blur: blur
+    errors grow with blur, so the reading nearest focus is the most accurate
+    (and a systematic scale error shrinks with every retry). Returns (position,
+    misfit of the runner-up minus the best, in squared standard errors).
+    """
+
+    def cost(c: float) -> float:
+        total = 0.0
+        for z, d, s in readings:
+            err_mm = _sigma_error_px(s) / k_px_per_mm
+            total += ((abs(z - c) - d) / err_mm) ** 2
+        return total
+
+    cands = sorted({z + sgn * d for z, d, _ in readings for sgn in (-1.0, 1.0)}, key=cost)
+    best = cands[0]
+    margin = cost(cands[1]) - cost(best) if len(cands) > 1 else math.inf
+    z, d, _ = min(readings, key=lambda r: r[2])
+    return min((z - d, z + d), key=lambda v: abs(v - best)), margin
+
+
+def _candidates_in_limits(
+    z: float, d: float, lo: float, hi: float
+) -> tuple[list[float], list[float]]:
+    both = [z - d, z + d]
+    inside = [c for c in both if lo - 1e-9 <= c <= hi + 1e-9]
+    return both, inside
+
+
+# --------------------------------------------------------------------------- hdme
+
+
+@dataclass
+class HdmeOptions:
+    strategy: Strategy = "auto"
+    verify: bool = False
+    max_tries: int = 1
+    prior_uncertainty_mm: float | None = None
+    thresholds: Thresholds = field(default_factory=Thresholds)
+    tolerance_dof: float = TOLERANCE_DOF
+    state_file: Path | None = None  # None: neither read nor write the last focus
+
+
+def autofocus_hdme(
+    instrument: Instrument,
+    roi: Roi,
+    estimator: DefocusEstimator,
+    calibration: Calibration,
+    options: HdmeOptions | None = None,
+) -> AutofocusResult:
+    """Focus `roi` from one capture (two with the probe), one move; see the module notes."""
+    opts = options or HdmeOptions()
+    if opts.strategy not in STRATEGIES:
+        raise ValueError(f"--direction {opts.strategy!r}: choose one of {', '.join(STRATEGIES)}")
+    if opts.max_tries < 1:
+        raise ValueError(f"--max-tries {opts.max_tries}: must be at least 1")
+    safe = instrument.stage
+    result = AutofocusResult(
+        method="hdme", roi=roi.spec, start_mm=safe.position_mm(), strategy=opts.strategy
+    )
+    run = _Session(instrument, result)
+    roi_cal, covered = calibration.for_roi(roi.as_tuple())
+    k = roi_cal.k_px_per_mm
+    dof = 1.0 / k
+    result.dof_mm = dof
+    tol_mm = opts.tolerance_dof * dof
+    # in focus: blur no larger than at the tolerance, plus the estimator's scatter seen in
+    # the calibration (near focus a 0.1 px error is a large distance error: d ~ sqrt(sigma))
+    sigma_tol_px = math.hypot(k * tol_mm, roi_cal.sigma0_px) + roi_cal.rmse_px
+    lo, hi = safe.min_mm, safe.max_mm
+    readings: list[tuple[float, float, float]] = []
+
+    def measure() -> Measurement:
+        frame = run.capture()
+        with run.compute():
+            if not result.measurements:
+                h, w = frame.image.shape[:2]
+                roi.check_inside(w, h)
+            stats, scale = estimate_roi(frame, roi, estimator)
+            why = _check_estimate(stats, scale, estimator, opts.thresholds)
+            pos = safe.position_mm()
+            d = (
+                float(roi_cal.distance_mm(stats.sigma_px))
+                if math.isfinite(stats.sigma_px)
+                else math.nan
+            )
+            m = Measurement(
+                pos,
+                stats.sigma_px,
+                stats.spread_px,
+                stats.confidence,
+                stats.textured_fraction,
+                stats.saturated_fraction,
+                d,
+                scale,
+            )
+            result.measurements.append({k_: float(v) for k_, v in dataclasses.asdict(m).items()})
+        if why is not None:
+            result.refused = why
+            result.final_mm = safe.position_mm()
+            raise AutofocusRefused(f"autofocus refused to move: {why}", result)
+        readings.append((m.position_mm, m.distance_mm, m.sigma_px))
+        return m
+
+    first = measure()
+    result.measured_sigma_px = first.sigma_px
+    z = first.position_mm
+    d = first.distance_mm
+    state = load_state(opts.state_file)
+    prior = choose_prior(roi, roi_cal, covered, state, opts.prior_uncertainty_mm)
+    result.prior = dataclasses.asdict(prior)
+
+    with run.compute():
+        if d <= tol_mm:
+            target, how = z, "in-focus"
+        else:
+            target, how = _decide_first(z, d, lo, hi, prior, opts.strategy, result)
+    if how == "probe":
+        target = _probe(run, measure, z, d, dof, lo, hi, prior, safe.max_step_mm, k, readings)
+    result.direction = how
+    result.target_mm = target
+    result.predicted_sigma_px = roi_cal.sigma_px(roi_cal.z0_mm)
+    run.move(target)
+    result.tries = 1
+
+    while opts.verify or opts.max_tries > 1:
+        check = measure()
+        result.verified_sigma_px = check.sigma_px
+        result.residual_mm = check.distance_mm
+        result.in_focus = check.sigma_px <= sigma_tol_px
+        if result.in_focus or result.tries >= opts.max_tries:
+            break
+        with run.compute():
+            target, _ = consistent_focus(readings, k)
+            target = min(max(target, lo), hi)
+        result.target_mm = target
+        run.move(target)
+        result.tries += 1
+    result.final_mm = safe.position_mm()
+    if result.in_focus is not False:
+        save_focus(opts.state_file, roi, result.final_mm)
+    return result
+
+
+def _decide_first(
+    z: float, d: float, lo: float, hi: float, prior: Prior, strategy: str, result: AutofocusResult
+) -> tuple[float, str]:
+    """Target and how it was decided ("limits", "prior" or "probe" to be done)."""
+    both, inside = _candidates_in_limits(z, d, lo, hi)
+    if not inside:
+        result.refused = (
+            f"both focus candidates {both[0]:.4f} and {both[1]:.4f} mm lie outside the soft "
+            f"limits [{lo:.4f}, {hi:.4f}] mm; widen stage.min_mm/max_mm or check the calibration"
+        )
+        result.final_mm = z
+        raise AutofocusRefused(f"autofocus refused to move: {result.refused}", result)
+    if len(inside) == 1:
+        return inside[0], "limits"
+    gap = abs(abs(both[0] - prior.position_mm) - abs(both[1] - prior.position_mm))
+    unambiguous = gap > 2.0 * prior.uncertainty_mm
+    nearer = min(both, key=lambda c: abs(c - prior.position_mm))
+    if strategy == "probe" or (strategy == "auto" and not unambiguous):
+        return nearer, "probe"
+    result.ambiguous = not unambiguous
+    return nearer, "prior"
+
+
+def _probe(
+    run: _Session,
+    measure: Callable[[], Measurement],
+    z: float,
+    d: float,
+    dof: float,
+    lo: float,
+    hi: float,
+    prior: Prior,
+    max_step_mm: float,
+    k: float,
+    readings: list[tuple[float, float, float]],
+) -> float:
+    """One known step towards the prior's side, a second capture, the consistent focus."""
+    with run.compute():
+        step = min(max(0.5 * d, 1.0 * dof), 2.0 * dof, max_step_mm)
+        toward = min((z - d, z + d), key=lambda c: abs(c - prior.position_mm))
+        sign = 1.0 if toward >= z else -1.0
+        if not lo <= z + sign * step <= hi:
+            sign = -sign
+        probe_at = min(max(z + sign * step, lo), hi)
+    run.move(probe_at)
+    measure()
+    with run.compute():
+        target, _ = consistent_focus(readings, k)
+    return min(max(target, lo), hi)
+
+
+# --------------------------------------------------------------------------- classical
+
+
+@dataclass
+class SearchOptions:
+    range_mm: tuple[float, float] | None = None  # None: the soft limits
+    measure: str = "tenengrad"
+    xatol_mm: float | None = None  # None: range / 400
+    max_evaluations: int = 40
+    coarse_points: int = 9
+    fine_points: int = 7
+
+
+def _search_range(instrument: Instrument, opts: SearchOptions) -> tuple[float, float]:
+    safe = instrument.stage
+    lo, hi = opts.range_mm if opts.range_mm is not None else (safe.min_mm, safe.max_mm)
+    lo, hi = max(lo, safe.min_mm), min(hi, safe.max_mm)
+    if not hi > lo:
+        raise ValueError(f"search range [{lo}, {hi}] mm is empty inside the soft limits")
+    return lo, hi
+
+
+def _scorer(
+    run: _Session, roi: Roi, measure_name: str
+) -> tuple[Callable[[float], float], dict[float, float]]:
+    """Move, capture and return the log focus measure; memoised by position."""
+    seen: dict[float, float] = {}
+    checked = [False]
+
+    def score(position_mm: float) -> float:
+        key = round(float(position_mm), 9)
+        if key in seen:
+            return seen[key]
+        run.move(key)
+        frame = run.capture()
+        with run.compute():
+            gray = to_gray_float(frame.image, frame.bit_depth)
+            if not checked[0]:
+                roi.check_inside(gray.shape[1], gray.shape[0])
+                checked[0] = True
+            value = focus_measures(gray, roi, (measure_name,))[measure_name]
+            seen[key] = math.log(max(value, 1e-30))
+            run.result.measurements.append({"position_mm": key, "log_measure": seen[key]})
+        return seen[key]
+
+    return score, seen
+
+
+def autofocus_brent(
+    instrument: Instrument, roi: Roi, options: SearchOptions | None = None
+) -> AutofocusResult:
+    """Bounded Brent search for the focus-measure peak, then one move to it."""
+    opts = options or SearchOptions()
+    safe = instrument.stage
+    result = AutofocusResult(method="brent", roi=roi.spec, start_mm=safe.position_mm())
+    run = _Session(instrument, result)
+    lo, hi = _search_range(instrument, opts)
+    score, seen = _scorer(run, roi, opts.measure)
+    xatol = opts.xatol_mm if opts.xatol_mm is not None else (hi - lo) / 400.0
+    res = minimize_scalar(
+        lambda z: -score(z),
+        bounds=(lo, hi),
+        method="bounded",
+        options={"xatol": xatol, "maxiter": opts.max_evaluations},
+    )
+    best = max(seen, key=lambda p: seen[p])
+    target = float(res.x) if -float(res.fun) >= seen[best] else best
+    result.target_mm = target
+    run.move(target)
+    result.final_mm = safe.position_mm()
+    result.tries = 1
+    return result
+
+
+def parabolic_peak(x: NDArray[np.float64], y: NDArray[np.float64]) -> float:
+    """Vertex of the least-squares parabola through points around a peak (argmax if not concave)."""
+    i = int(np.argmax(y))
+    lo, hi = max(0, i - 2), min(len(x), i + 3)
+    xs, ys = x[lo:hi], y[lo:hi]
+    if len(xs) >= 3:
+        a, b, _ = np.polyfit(xs, ys, 2)
+        if a < 0:
+            vertex = -b / (2 * a)
+            if xs.min() <= vertex <= xs.max():
+                return float(vertex)
+    return float(x[i])
+
+
+def autofocus_sweep(
+    instrument: Instrument, roi: Roi, options: SearchOptions | None = None
+) -> AutofocusResult:
+    """Coarse scan over the range, fine scan around the best, parabolic peak, one move."""
+    opts = options or SearchOptions()
+    safe = instrument.stage
+    result = AutofocusResult(method="sweep", roi=roi.spec, start_mm=safe.position_mm())
+    run = _Session(instrument, result)
+    lo, hi = _search_range(instrument, opts)
+    score, seen = _scorer(run, roi, opts.measure)
+    coarse = np.linspace(lo, hi, max(3, opts.coarse_points))
+    if abs(safe.position_mm() - hi) < abs(safe.position_mm() - lo):
+        coarse = coarse[::-1]  # start at the nearer end
+    for z in coarse:
+        score(float(z))
+    step = float(abs(coarse[1] - coarse[0]))
+    peak = max((float(z) for z in coarse), key=lambda p: seen[round(p, 9)])
+    fine = np.linspace(max(lo, peak - step), min(hi, peak + step), max(3, opts.fine_points))
+    if abs(safe.position_mm() - fine[-1]) < abs(safe.position_mm() - fine[0]):
+        fine = fine[::-1]
+    for z in fine:
+        score(float(z))
+    xs = np.asarray(sorted(p for p in seen if fine.min() - 1e-9 <= p <= fine.max() + 1e-9))
+    target = parabolic_peak(xs, np.asarray([seen[p] for p in xs]))
+    result.target_mm = target
+    run.move(target)
+    result.final_mm = safe.position_mm()
+    result.tries = 1
+    return result

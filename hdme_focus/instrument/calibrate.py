@@ -1,0 +1,159 @@
+"""Calibrate from a recorded sweep: per-ROI blur -> V-curve fits -> calibration file + plot.
+
+The glue between the sweep record (instrument layer) and the pure fits
+(calibration layer). Blur comes from the sweep's `<roi>_sigma_px` columns when
+it was recorded with an estimator, else it is estimated now from the frames.
+Regions whose fit is unusable are left out with the reason; when none is
+usable nothing is saved and the error says what to record instead.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
+
+from hdme_focus.calibration.fit import CalibrationError, VCurveFit, fit_problems, fit_vcurve
+from hdme_focus.calibration.model import Calibration, SweepSource, build_calibration
+from hdme_focus.estimation.base import DefocusEstimator, roi_sigma, to_gray_float
+from hdme_focus.instrument.records import SweepRecord, load_sweep, roi_column
+
+SIGMA = "sigma_px"
+SATURATION_FRACTION = 0.9  # ignore blur above this share of the estimator's range
+
+
+@dataclass
+class CalibrationRun:
+    """The saved calibration, every region's fit, and the regions left out (with why)."""
+
+    calibration: Calibration
+    record: SweepRecord
+    sigmas: dict[str, NDArray[np.float64]]
+    fits: dict[str, VCurveFit]
+    rejected: dict[str, str] = field(default_factory=dict)
+
+
+def sweep_sigmas(
+    record: SweepRecord,
+    estimator: DefocusEstimator | None,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[dict[str, NDArray[np.float64]], str]:
+    """Per-ROI blur along the sweep and the estimator that produced it."""
+    rois = record.rois
+    if all(record.has(roi_column(n, SIGMA)) for n in rois):
+        name = str(record.manifest.get("metadata", {}).get("estimator", "unknown"))
+        return {n: record.roi_values(n, SIGMA) for n in rois}, name
+    if estimator is None:
+        raise CalibrationError(
+            f"{record.directory}: the sweep has no {SIGMA} columns; record it with "
+            "`hdme-focus sweep --estimator default` or let calibrate estimate the frames"
+        )
+    out = {n: np.full(len(record), np.nan) for n in rois}
+    for i in range(len(record)):
+        frame = record.read_frame(i)
+        sig = estimator.predict(frame.image, frame.bit_depth)
+        gray = to_gray_float(frame.image, frame.bit_depth)
+        for n, roi in rois.items():
+            out[n][i] = roi_sigma(sig, gray, roi.as_tuple()).sigma_px
+        if progress is not None:
+            progress(i + 1, len(record))
+    return out, str(getattr(estimator, "name", type(estimator).__name__))
+
+
+def _frame_size(record: SweepRecord) -> tuple[int, int] | None:
+    if len(record) == 0:
+        return None
+    shape = record.read_frame(0).image.shape
+    return int(shape[1]), int(shape[0])
+
+
+def calibrate_sweep(
+    sweep_dir: Path | str,
+    estimator: DefocusEstimator | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    **limits: float,
+) -> CalibrationRun:
+    """Fit every ROI of a sweep; CalibrationError when no region gives a usable fit."""
+    record = load_sweep(sweep_dir)
+    sigmas, est_name = sweep_sigmas(record, estimator, progress)
+    # the estimator's range limits the blur it can report: drop readings at its ceiling
+    same = estimator is not None and getattr(estimator, "name", None) == est_name
+    sigma_max = getattr(estimator, "sigma_max_px", None) if same else None
+    max_sigma = SATURATION_FRACTION * float(sigma_max) if sigma_max else None
+    lens = record.config().optics.lens()
+    positions = record.positions_mm
+    fits: dict[str, VCurveFit] = {}
+    rejected: dict[str, str] = {}
+    for name, values in sigmas.items():
+        try:
+            fit = fit_vcurve(positions, values, max_sigma_px=max_sigma)
+        except CalibrationError as exc:
+            rejected[name] = str(exc)
+            continue
+        fits[name] = fit
+        problems = fit_problems(fit, **limits)  # type: ignore[arg-type]
+        if problems:
+            rejected[name] = "; ".join(problems)
+    good = [(n, record.rois[n].as_tuple(), f) for n, f in fits.items() if n not in rejected]
+    if not good:
+        detail = " | ".join(f"{n}: {why}" for n, why in rejected.items())
+        raise CalibrationError(f"{record.directory}: no region gave a usable fit; {detail}")
+    source = SweepSource(
+        path=str(Path(record.directory).resolve()),
+        frames=len(record),
+        status=record.status,
+        range_mm=(float(np.min(positions)), float(np.max(positions))),
+        created=record.manifest.get("created"),
+    )
+    calibration = build_calibration(
+        good, lens=lens, sweep=source, estimator=est_name, frame_size_px=_frame_size(record)
+    )
+    return CalibrationRun(calibration, record, sigmas, fits, rejected)
+
+
+def plot_calibration(run: CalibrationRun, path: Path | str) -> Path:
+    """Blur against position per ROI with the fitted V-curves; outliers marked."""
+    from matplotlib.figure import Figure
+
+    path = Path(path)
+    fig = Figure(figsize=(7.5, 4.5), dpi=110)
+    ax = fig.subplots()
+    z = run.record.positions_mm
+    zz = np.linspace(float(np.min(z)), float(np.max(z)), 400)
+    for i, (name, sig) in enumerate(run.sigmas.items()):
+        colour = f"C{i % 10}"
+        fit = run.fits.get(name)
+        used = fit.inliers if fit is not None else np.zeros(len(sig), bool)
+        ax.plot(z[used], sig[used], "o", ms=3.5, color=colour)
+        ax.plot(z[~used], sig[~used], "x", ms=5, color=colour, alpha=0.6)
+        if fit is not None:
+            label = (
+                f"{name}: z0 {fit.z0_mm:.3f} mm, k {fit.k_px_per_mm:.2f} px/mm, "
+                f"sigma0 {fit.sigma0_px:.2f} px, R^2 {fit.r2:.3f}"
+            )
+            if name in run.rejected:
+                label += " (rejected)"
+            ax.plot(
+                zz,
+                fit.sigma_px(zz),
+                "-" if name not in run.rejected else ":",
+                color=colour,
+                label=label,
+            )
+            if math.isfinite(fit.z0_mm):
+                ax.axvline(fit.z0_mm, color=colour, lw=0.6, alpha=0.5)
+        else:
+            ax.plot([], [], "x", color=colour, label=f"{name}: no fit")
+    ax.set_xlabel("stage position (mm)")
+    ax.set_ylabel("estimated blur sigma (px)")
+    ax.set_title(f"V-curve calibration ({run.calibration.estimator}); x = rejected points")
+    ax.legend(fontsize=7, loc="upper center")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    return path

@@ -1,0 +1,302 @@
+"""Calibration: robust V-curve fits, thin-lens conversions, the calibration file and `calibrate`."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sim_oracle import OracleEstimator
+from typer.testing import CliRunner
+
+from hdme_focus.calibration.fit import (
+    CalibrationError,
+    check_fit,
+    fit_problems,
+    fit_vcurve,
+    focus_position_map_mm,
+    object_distance_for_focus_mm,
+    object_distance_now_mm,
+    relate_to_thin_lens,
+    vcurve_sigma_px,
+)
+from hdme_focus.calibration.model import (
+    Calibration,
+    CalibrationFileError,
+    SweepSource,
+    build_calibration,
+    load_calibration,
+)
+from hdme_focus.cli import _register, app
+from hdme_focus.config import CameraConfig, InstrumentConfig, to_toml
+from hdme_focus.instrument.calibrate import calibrate_sweep
+from hdme_focus.instrument.devices import open_instrument
+from hdme_focus.instrument.sweep import default_rois, plan_positions, run_sweep
+from hdme_focus.optics import ThinLens
+
+_register()
+runner = CliRunner()
+
+IMAGE_LENS = ThinLens(50.0, 8.0, 5.0, 51.0, "image")
+OBJECT_LENS = ThinLens(50.0, 5.6, 5.0, 100.0, "object")
+
+
+# --------------------------------------------------------------------------- V-curve fit
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_fit_recovers_parameters_despite_noise_and_outliers(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    z0, k, s0 = rng.uniform(0.8, 2.2), rng.uniform(3.0, 9.0), rng.uniform(0.4, 1.2)
+    z = np.linspace(0.0, 3.0, 61)  # 0.05 mm steps: a few points inside the minimum
+    sigma = vcurve_sigma_px(z, z0, k, s0) + rng.normal(0.0, 0.1, z.size)
+    bad = rng.choice(z.size, 5, replace=False)
+    sigma[bad] += rng.choice([-1, 1], 5) * rng.uniform(2.0, 6.0, 5)  # reflections, failures
+    sigma[bad[0]] = np.nan  # a frame with no estimate
+    fit = fit_vcurve(z, sigma)
+    assert fit.z0_mm == pytest.approx(z0, abs=0.02)
+    assert fit.k_px_per_mm == pytest.approx(k, rel=0.03)
+    assert fit.sigma0_px == pytest.approx(s0, abs=0.15)
+    assert not fit.inliers[bad].any()  # every planted outlier was rejected or excluded
+    assert fit.r2 > 0.99
+    assert fit_problems(fit) == []
+
+
+def test_fit_ignores_readings_at_the_estimator_ceiling() -> None:
+    z = np.linspace(0.0, 3.0, 61)
+    sigma = np.minimum(vcurve_sigma_px(z, 1.4, 8.0, 0.6), 10.0)  # estimator saturates at 10 px
+    clipped = fit_vcurve(z, sigma, max_sigma_px=9.0)
+    assert clipped.k_px_per_mm == pytest.approx(8.0, rel=0.01)
+    assert clipped.n_excluded > 10
+
+
+def test_refuses_too_few_points_with_what_to_record() -> None:
+    z = np.array([0.9, 1.0, 1.1, 1.2])
+    fit = fit_vcurve(z, vcurve_sigma_px(z, 1.05, 5.0, 0.5))
+    with pytest.raises(CalibrationError, match=r"only 4 usable points.*smaller --step"):
+        check_fit(fit, "A")
+
+
+def test_refuses_a_sweep_that_never_passes_focus() -> None:
+    z = np.linspace(0.0, 1.0, 21)
+    fit = fit_vcurve(z, vcurve_sigma_px(z, 1.6, 5.0, 0.5))
+    problems = " ".join(fit_problems(fit))
+    assert "no minimum inside the swept range" in problems
+    assert "above" in problems  # the fix: extend the sweep past its upper end
+
+
+def test_refuses_a_poor_fit() -> None:
+    rng = np.random.default_rng(5)
+    z = np.linspace(0.0, 3.0, 31)
+    sigma = vcurve_sigma_px(z, 1.5, 2.0, 1.0) + rng.normal(0, 1.2, z.size)  # depth edge / junk
+    assert any("poor fit" in p for p in fit_problems(fit_vcurve(z, sigma)))
+
+
+# --------------------------------------------------------------------------- thin lens
+
+
+@pytest.mark.parametrize("lens", [IMAGE_LENS, OBJECT_LENS], ids=["image", "object"])
+def test_object_distance_and_focus_position_round_trip(lens: ThinLens) -> None:
+    z0 = np.array([0.1, 0.9, 1.5, 2.7])
+    u = object_distance_for_focus_mm(lens, z0)
+    assert np.all(np.isfinite(u)) and np.all(u > lens.focal_length_mm)
+    np.testing.assert_allclose(lens.focus_position_mm(u), z0, atol=1e-9)
+
+
+@pytest.mark.parametrize("lens", [IMAGE_LENS, OBJECT_LENS], ids=["image", "object"])
+def test_fitted_slope_matches_the_thin_lens(lens: ThinLens) -> None:
+    """Fit the V-curve of blur rendered by the thin lens itself: k and D come back."""
+    u = float(object_distance_for_focus_mm(lens, 1.5))
+    z = np.linspace(1.2, 1.8, 31)
+    fit = fit_vcurve(z, [float(lens.sigma_px(float(p), u)) for p in z])
+    rel = relate_to_thin_lens(fit, lens)
+    assert fit.z0_mm == pytest.approx(1.5, abs=1e-3)
+    assert rel.object_distance_mm == pytest.approx(u, rel=1e-3)
+    assert rel.k_ratio == pytest.approx(1.0, abs=0.01)
+    assert rel.f_number_fit == pytest.approx(lens.f_number, rel=0.01)
+
+
+@pytest.mark.parametrize("lens", [IMAGE_LENS, OBJECT_LENS], ids=["image", "object"])
+@pytest.mark.parametrize("side", ["near", "far"])
+def test_blur_to_object_distance_inverts_the_renderer(lens: ThinLens, side: str) -> None:
+    z_now = 1.5
+    z_focus = np.array([1.6, 1.9, 2.2]) if side == "near" else np.array([0.8, 1.1, 1.4])
+    u_scene = object_distance_for_focus_mm(lens, z_focus)
+    sigma = lens.sigma_px(z_now, u_scene)
+    k = lens.slope_px_per_mm(float(u_scene[1]))
+    zf = focus_position_map_mm(sigma, z_now, k, 0.0, side)  # type: ignore[arg-type]
+    np.testing.assert_allclose(zf, z_focus, atol=0.02)
+    u_now = object_distance_now_mm(lens, zf, z_now)
+    expected = u_scene + (z_now if lens.setup == "object" else 0.0)
+    np.testing.assert_allclose(u_now, expected, rtol=0.01)
+    # "near" means nearer to the lens than the plane in focus now
+    u_focused_now = float(object_distance_now_mm(lens, z_now, z_now))
+    assert np.all((u_now < u_focused_now) if side == "near" else (u_now > u_focused_now))
+
+
+# --------------------------------------------------------------------------- calibration file
+
+
+def _calibration(estimator: str = "oracle-test-only") -> Calibration:
+    z = np.linspace(0.5, 2.5, 41)
+    fits = [
+        ("A", (10, 10, 40, 40), fit_vcurve(z, vcurve_sigma_px(z, 1.2, 8.4, 0.6))),
+        ("B", (100, 10, 40, 40), fit_vcurve(z, vcurve_sigma_px(z, 1.8, 8.3, 0.7))),
+    ]
+    return build_calibration(
+        fits,
+        lens=IMAGE_LENS,
+        sweep=SweepSource(path="/data/sweep", frames=41, range_mm=(0.5, 2.5)),
+        estimator=estimator,
+        frame_size_px=(160, 120),
+    )
+
+
+def test_calibration_file_round_trip_keeps_units_source_and_estimator(tmp_path: Path) -> None:
+    cal = _calibration()
+    path = cal.save(tmp_path / "cal.json")
+    data = json.loads(path.read_text())
+    assert data["format"] == "hdme-focus-calibration" and data["version"] == 1
+    assert data["units"] == {"position": "mm", "sigma": "px", "slope": "px/mm", "distance": "mm"}
+    assert data["sweep"]["path"] == "/data/sweep" and data["estimator"] == "oracle-test-only"
+    back = load_calibration(path)
+    assert back == cal
+    a = back.roi_named("A")
+    assert a.z0_mm == pytest.approx(1.2, abs=1e-3)
+    assert a.object_distance_mm == pytest.approx(
+        float(object_distance_for_focus_mm(IMAGE_LENS, a.z0_mm))
+    )
+    assert a.k_thin_lens_px_per_mm == pytest.approx(
+        IMAGE_LENS.slope_px_per_mm(a.object_distance_mm)
+    )
+
+
+def test_region_lookup_uses_overlap_then_a_summary() -> None:
+    cal = _calibration()
+    roi_cal, frac = cal.for_roi((20, 20, 20, 20))
+    assert roi_cal.name == "A" and frac == 1.0
+    summary, frac = cal.for_roi((60, 80, 10, 10))
+    assert frac == 0.0 and summary.name == "all-regions"
+    assert summary.z0_mm == pytest.approx(1.5, abs=0.01)
+    assert summary.z0_stderr_mm >= 0.29  # half the spread of the regions' z0
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda d: "{not json", "not readable JSON"),
+        (lambda d: {**d, "format": "something-else"}, "not an hdme-focus calibration"),
+        (lambda d: {**d, "version": 7}, "version 7 is not supported"),
+        (lambda d: {k: v for k, v in d.items() if k != "optics"}, "optics"),
+        (lambda d: {**d, "rois": []}, "rois"),
+        (lambda d: {**d, "rois": [{**d["rois"][0], "k_px_per_mm": -2.0}]}, "k_px_per_mm"),
+    ],
+)
+def test_malformed_calibration_files_give_one_clear_error(
+    tmp_path: Path, mutate: object, message: str
+) -> None:
+    good = json.loads(_calibration().model_dump_json())
+    bad = mutate(good)  # type: ignore[operator]
+    path = tmp_path / "cal.json"
+    path.write_text(bad if isinstance(bad, str) else json.dumps(bad))
+    with pytest.raises(CalibrationFileError) as err:
+        load_calibration(path)
+    assert message in str(err.value)
+    assert str(path) in str(err.value)
+    assert "hdme-focus calibrate" in str(err.value)  # the fix
+
+
+def test_mismatched_instrument_is_refused(tmp_path: Path) -> None:
+    cal = _calibration()
+    assert cal.mismatches(IMAGE_LENS, (160, 120), "oracle-test-only") == []
+    f4 = ThinLens(50.0, 4.0, 5.0, 51.0, "image")
+    with pytest.raises(CalibrationFileError, match=r"optics.f_number is 4 but was 8"):
+        cal.check_matches(tmp_path / "c.json", f4)
+    with pytest.raises(CalibrationFileError, match=r"frames are 320x240 px but were 160x120"):
+        cal.check_matches(tmp_path / "c.json", IMAGE_LENS, (320, 240))
+    with pytest.raises(CalibrationFileError, match=r"estimator is 'other'"):
+        cal.check_matches(tmp_path / "c.json", estimator="other")
+
+
+def test_slope_follows_the_thin_lens_across_positions() -> None:
+    cal = _calibration()
+    k = cal.slope_at_px_per_mm(np.array([0.5, 2.5]))
+    v = IMAGE_LENS.sensor_distance_mm + np.array([0.5, 2.5])
+    assert k[0] / k[1] == pytest.approx(v[1] / v[0], rel=1e-6)
+
+
+# --------------------------------------------------------------------------- from a sweep
+
+
+@pytest.fixture(scope="module")
+def oracle_sweep(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, InstrumentConfig]:
+    """A small simulator sweep with ground-truth blur per ROI (no trained model involved)."""
+    cfg = InstrumentConfig(camera=CameraConfig(width_px=160, height_px=120))
+    out = tmp_path_factory.mktemp("sweep") / "s"
+    with open_instrument(cfg) as inst:
+        rois = default_rois(inst)
+        run_sweep(
+            inst, plan_positions(0.5, 2.4, 0.1), rois, out, estimator=OracleEstimator(inst.camera)
+        )  # type: ignore[arg-type]
+    return out, cfg
+
+
+def test_calibrating_a_simulator_sweep_finds_each_regions_focus(
+    oracle_sweep: tuple[Path, InstrumentConfig],
+) -> None:
+    sweep_dir, cfg = oracle_sweep
+    run = calibrate_sweep(sweep_dir)
+    with open_instrument(cfg) as inst:
+        for r in run.calibration.rois:
+            assert r.roi is not None
+            truth = inst.camera.focus_position_mm(r.roi)  # type: ignore[attr-defined]
+            assert r.z0_mm == pytest.approx(truth, abs=0.01), r.name
+            assert r.k_px_per_mm == pytest.approx(r.k_thin_lens_px_per_mm, rel=0.03), r.name
+    assert run.calibration.estimator == "oracle-test-only"
+    assert run.calibration.frame_size_px == (160, 120)
+
+
+def _write_config(tmp_path: Path, cfg: InstrumentConfig) -> Path:
+    path = tmp_path / "instrument.toml"
+    path.write_text(to_toml(cfg))
+    return path
+
+
+def test_cli_calibrate_writes_json_and_plot(
+    tmp_path: Path, oracle_sweep: tuple[Path, InstrumentConfig]
+) -> None:
+    sweep_dir, _ = oracle_sweep
+    out = tmp_path / "cal.json"
+    result = runner.invoke(app, ["calibrate", str(sweep_dir), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert load_calibration(out).estimator == "oracle-test-only"
+    assert out.with_suffix(".png").stat().st_size > 1000
+
+
+def test_cli_calibrate_missing_frame_is_a_clear_error(
+    tmp_path: Path, oracle_sweep: tuple[Path, InstrumentConfig]
+) -> None:
+    sweep_dir, _ = oracle_sweep
+    broken = tmp_path / "broken"
+    shutil.copytree(sweep_dir, broken)
+    next(iter(sorted((broken / "frames").glob("*.tif")))).unlink()
+    result = runner.invoke(app, ["calibrate", str(broken), "--out", str(tmp_path / "c.json")])
+    assert result.exit_code == 2
+    assert "missing" in result.stderr and "Traceback" not in result.output
+    assert not (tmp_path / "c.json").exists()
+
+
+def test_cli_calibrate_one_sided_sweep_says_what_to_record(tmp_path: Path) -> None:
+    cfg = InstrumentConfig(camera=CameraConfig(width_px=160, height_px=120))
+    out = tmp_path / "s"
+    with open_instrument(cfg) as inst:
+        rois = {"background": default_rois(inst)["background"]}  # focus at 1.0 mm
+        run_sweep(
+            inst, plan_positions(1.3, 2.0, 0.1), rois, out, estimator=OracleEstimator(inst.camera)
+        )  # type: ignore[arg-type]
+    result = runner.invoke(app, ["calibrate", str(out), "--out", str(tmp_path / "c.json")])
+    assert result.exit_code == 2
+    assert "no minimum inside the swept range" in result.stderr
+    assert not (tmp_path / "c.json").exists()

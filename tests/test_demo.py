@@ -1,0 +1,63 @@
+"""`hdme-focus demo`: the README's main job runs end to end and reports real numbers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from hdme_focus.cli import _register, app
+from hdme_focus.config import CameraConfig, ConfigError, InstrumentConfig, StageConfig
+from hdme_focus.estimation.estimator import default_weights_path, load_estimator
+from hdme_focus.instrument.demo import DemoOptions, run_demo
+
+_register()
+runner = CliRunner()
+
+SMALL = InstrumentConfig(camera=CameraConfig(width_px=192, height_px=144))
+QUICK = DemoOptions(sweep_step_mm=0.1, trials_per_roi=1)
+
+
+def test_demo_writes_a_report_with_plots_and_numbers(tmp_path: Path) -> None:
+    est = load_estimator("focus-measure")  # a classical estimator: tests the procedure only
+    result = run_demo(SMALL, tmp_path / "demo", est, QUICK)
+    text = result.report.read_text()
+    for heading in ("## 1. Sweep", "## 2. Calibration", "## 3. Autofocus", "## 4. Depth"):
+        assert heading in text
+    for image in ("sweep/sweep.png", "calibration.png", "depth/depth.png"):
+        assert f"]({image})" in text
+        assert (tmp_path / "demo" / image).stat().st_size > 5000
+    data = json.loads((tmp_path / "demo" / "demo.json").read_text())
+    assert data["calibration"]["rois"], data["calibration"]["rejected"]
+    for roi in data["calibration"]["rois"]:  # a crude estimator, so only roughly right
+        assert abs(roi["z0_mm"] - roi["true_z0_mm"]) < 0.25, roi["name"]
+    by = data["autofocus"]["by_method"]
+    assert by["hdme"]["trials"] == by["brent"]["trials"] == len(data["calibration"]["rois"])
+    assert by["brent"]["median_captures"] >= 5 * by["hdme"]["median_captures"]
+    assert (tmp_path / "demo" / "calibration.json").is_file()
+
+
+def test_demo_refuses_to_overwrite_and_to_run_off_the_simulator(tmp_path: Path) -> None:
+    (tmp_path / "report.md").write_text("previous")
+    est = load_estimator("focus-measure")
+    with pytest.raises(ConfigError, match="already holds a demo report"):
+        run_demo(SMALL, tmp_path, est, QUICK)
+    replay = InstrumentConfig(
+        stage=StageConfig(driver="replay", replay_dir=tmp_path),
+        camera=CameraConfig(driver="replay"),
+    )
+    with pytest.raises(ConfigError, match="simulated instrument"):
+        run_demo(replay, tmp_path / "x", est, QUICK)
+    result = runner.invoke(app, ["demo", "--out", str(tmp_path), "--estimator", "focus-measure"])
+    assert result.exit_code == 2 and "--overwrite" in result.stderr
+
+
+@pytest.mark.skipif(not default_weights_path().is_file(), reason="shipped weights not installed")
+def test_demo_with_the_shipped_model_focuses(tmp_path: Path) -> None:
+    est = load_estimator(None, device="cpu")
+    result = run_demo(SMALL, tmp_path / "demo", est, DemoOptions(sweep_step_mm=0.05))
+    hdme = result.summary["autofocus"]["by_method"]["hdme"]
+    assert hdme["in_focus_rate"] >= 0.75, hdme
+    assert hdme["median_captures"] <= 2 and hdme["median_moves"] <= 2

@@ -1,0 +1,193 @@
+"""Zaber ASCII driver against the emulator over a real pty."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from hdme_focus.config import ConfigError, StageConfig
+from hdme_focus.drivers.base import (
+    CommunicationError,
+    MotionRefused,
+    NotHomedError,
+    PortBusyError,
+    SafeStage,
+    StageFault,
+    StageTimeout,
+)
+from hdme_focus.drivers.emulators import EmulatedAxis, ZaberEmulator
+from hdme_focus.drivers.serial_link import SerialLink
+from hdme_focus.drivers.zaber import ZaberRejected, ZaberStage, open_zaber_stage
+
+REPLY_S = 0.3
+STEPS_PER_MM = 10000.0
+
+
+def connect(emu: ZaberEmulator, **overrides: Any) -> ZaberStage:
+    fields: dict[str, Any] = {
+        "driver": "zaber",
+        "axis": "1",
+        "steps_per_mm": STEPS_PER_MM,
+        "serial": {"port": emu.port, "timeout_s": REPLY_S},
+        "move_timeout_s": 2.0,
+    }
+    return open_zaber_stage(StageConfig(**(fields | overrides)))
+
+
+def make_emulator(speed_mm_s: float = 50.0, homed: bool = True) -> ZaberEmulator:
+    axis = EmulatedAxis(position_mm=1.0, speed_mm_s=speed_mm_s, homed=homed)
+    return ZaberEmulator(axis, steps_per_mm=STEPS_PER_MM)
+
+
+@pytest.fixture
+def emu() -> Iterator[ZaberEmulator]:
+    with make_emulator() as e:
+        yield e
+
+
+def test_move_polls_until_idle_and_reports_position(emu: ZaberEmulator) -> None:
+    emu.axis.speed_mm_s = 10.0
+    stage = connect(emu)
+    t0 = time.monotonic()
+    stage.move_to(2.0)
+    assert stage.is_moving()
+    stage.wait(2.0)
+    assert time.monotonic() - t0 >= 0.09
+    assert not emu.moving
+    assert stage.position_mm() == pytest.approx(2.0, abs=1e-4)
+    assert "/1 1 move abs 20000\n" in emu.received_text()
+    stage.close()
+
+
+def test_unhomed_axis_is_refused_until_homed() -> None:
+    with make_emulator(homed=False) as emu:
+        stage = connect(emu)
+        assert not stage.is_homed()
+        with pytest.raises(NotHomedError, match=r"\(WR\).*stage home"):
+            SafeStage(stage, 0.0, 3.0, 1.0).move_to(1.5)
+        assert "move" not in emu.received_text()
+        stage.home()
+        assert stage.is_homed()
+        assert SafeStage(stage, 0.0, 3.0, 1.0).move_to(0.5) == pytest.approx(0.5, abs=1e-4)
+        stage.close()
+
+
+def test_allow_unhomed_moves_without_reference() -> None:
+    with make_emulator(homed=False) as emu:
+        stage = connect(emu, allow_unhomed=True)
+        assert SafeStage(stage, 0.0, 3.0, 1.0).move_to(1.5) == pytest.approx(1.5, abs=1e-4)
+        stage.close()
+
+
+def test_stop_halts_a_move(emu: ZaberEmulator) -> None:
+    emu.axis.speed_mm_s = 2.0
+    stage = connect(emu)
+    stage.move_to(3.0)
+    time.sleep(0.15)
+    stage.stop()
+    assert not emu.moving
+    assert 1.05 < stage.position_mm() < 2.0
+    stage.close()
+
+
+def test_wait_times_out_and_stops_the_axis(emu: ZaberEmulator) -> None:
+    emu.axis.speed_mm_s = 1.0
+    stage = connect(emu)
+    stage.move_to(3.0)
+    with pytest.raises(StageTimeout, match=r"within 0.2 s"):
+        stage.wait(0.2)
+    assert not emu.moving
+    stage.close()
+
+
+def test_interrupted_move_is_an_error(emu: ZaberEmulator) -> None:
+    emu.axis.speed_mm_s = 2.0
+    stage = connect(emu)
+    stage.move_to(1.8)
+
+    def knob() -> None:  # someone turns the knob: the move ends early with NI
+        with emu.lock:
+            emu.axis.stop()
+            emu.flags.add("NI")
+
+    timer = threading.Timer(0.05, knob)
+    timer.daemon = True
+    timer.start()
+    with pytest.raises(StageFault, match="interrupted"):
+        stage.wait(2.0)
+    stage.close()
+
+
+FAULTS = [
+    ("no_reply", True, True, CommunicationError, "no reply"),
+    ("reply_delay_s", 1.0, True, CommunicationError, "no reply"),
+    ("garble", True, True, CommunicationError, "garbled"),
+    ("alarm_after_s", 0.05, False, StageFault, "FS.*stalled"),
+    ("disconnect_after_s", 0.05, False, CommunicationError, "lost the connection"),
+]
+
+
+@pytest.mark.parametrize(("name", "value", "mid_move", "expected", "match"), FAULTS)
+def test_injected_fault_raises_its_error_and_leaves_no_motion(
+    emu: ZaberEmulator,
+    name: str,
+    value: object,
+    mid_move: bool,
+    expected: type[Exception],
+    match: str,
+) -> None:
+    emu.axis.speed_mm_s = 2.0
+    stage = connect(emu)
+    safe = SafeStage(stage, 0.0, 3.0, 1.0, move_timeout_s=0.8)
+    if mid_move:
+        timer = threading.Timer(0.05, setattr, (emu.faults, name, value))
+        timer.daemon = True
+        timer.start()
+    else:
+        setattr(emu.faults, name, value)
+    t0 = time.monotonic()
+    with pytest.raises(expected, match=match):
+        safe.move_to(1.8)
+    assert time.monotonic() - t0 < 2.0
+    time.sleep(0.02)
+    assert not emu.moving
+    stage.close()
+
+
+def test_rejection_names_its_reason(emu: ZaberEmulator) -> None:
+    stage = connect(emu)
+    emu.faults.error_on = "move"
+    emu.faults.error_reply = "BADDATA"
+    with pytest.raises(ZaberRejected, match=r"BADDATA .*out of range"):
+        SafeStage(stage, 0.0, 3.0, 1.0).move_to(1.5)
+    assert not emu.moving
+    assert SafeStage(stage, 0.0, 3.0, 1.0).move_to(1.5) == pytest.approx(1.5, abs=1e-4)
+    stage.close()
+
+
+def test_moves_outside_soft_limits_never_reach_the_wire(emu: ZaberEmulator) -> None:
+    stage = connect(emu)
+    with pytest.raises(MotionRefused):
+        SafeStage(stage, 0.0, 3.0, 1.0).move_to(-0.5)
+    assert "move" not in emu.received_text()
+    stage.close()
+
+
+def test_second_opener_gets_port_busy(emu: ZaberEmulator) -> None:
+    stage = connect(emu)
+    with pytest.raises(PortBusyError, match="port busy"):
+        SerialLink(emu.port)
+    stage.close()
+
+
+def test_config_mistakes_are_one_line(emu: ZaberEmulator) -> None:
+    with pytest.raises(ConfigError, match="steps_per_mm must be set"):
+        connect(emu, steps_per_mm=0.0)
+    with pytest.raises(ConfigError, match="Zaber axis is a number"):
+        connect(emu, axis="Z")
+    with pytest.raises(CommunicationError, match=r"stage.device_address"):
+        connect(emu, device_address=7)  # nobody answers as device 7
