@@ -26,7 +26,10 @@ FocusSetup = Literal["image", "object"]
 
 
 def coc_radius_mm(
-    focal_length_mm: float, f_number: float, sensor_distance_mm: ArrayLike, object_distance_mm: ArrayLike
+    focal_length_mm: float,
+    f_number: float,
+    sensor_distance_mm: ArrayLike,
+    object_distance_mm: ArrayLike,
 ) -> NDArray[np.float64]:
     """Signed circle-of-confusion radius R in mm (inf object distance allowed)."""
     f = float(focal_length_mm)

@@ -29,14 +29,14 @@ F32 = NDArray[np.float32]
 
 
 def _odd(n: float) -> int:
-    k = max(1, int(math.ceil(n)))
+    k = max(1, math.ceil(n))
     return k if k % 2 == 1 else k + 1
 
 
 def disk_kernel(radius_px: float) -> F32:
     """Anti-aliased uniform disk (pillbox) of the given radius, summing to 1."""
     r = max(float(radius_px), 1e-6)
-    half = int(math.ceil(r)) + 1
+    half = math.ceil(r) + 1
     sub = 4  # supersampling per pixel for the anti-aliased edge
     ax = (np.arange(-half * sub, (half + 1) * sub) + 0.5) / sub - 0.5
     xx, yy = np.meshgrid(ax, ax)
@@ -55,8 +55,9 @@ def blur_uniform(image: ArrayLike, sigma_px: float, psf: PSF = "gaussian") -> F3
     if psf == "gaussian":
         k = _odd(8.0 * sigma_px + 1)
         return np.asarray(
-            cv2.GaussianBlur(img, (k, k), sigmaX=sigma_px, sigmaY=sigma_px,
-                             borderType=cv2.BORDER_REFLECT_101),
+            cv2.GaussianBlur(
+                img, (k, k), sigmaX=sigma_px, sigmaY=sigma_px, borderType=cv2.BORDER_REFLECT_101
+            ),
             dtype=np.float32,
         )
     kernel = disk_kernel(math.sqrt(2.0) * sigma_px)  # CoC radius R = sqrt(2) sigma
@@ -100,11 +101,11 @@ def blur_spatially_varying(image: ArrayLike, sigma_map_px: ArrayLike, psf: PSF =
     w_hi = w_hi.astype(np.float32)
     out = np.zeros_like(img, dtype=np.float32)
     expand = (lambda a: a[..., None]) if img.ndim == 3 else (lambda a: a)
-    for i in np.unique(np.concatenate([idx.ravel(), idx.ravel() + 1])):
+    used = np.bincount(idx.ravel(), minlength=len(levels)) > 0
+    used[1:] |= used[:-1]  # a level is needed as the upper neighbour too
+    for i in np.flatnonzero(used):
         sel_lo = idx == i
         sel_hi = (idx + 1) == i
-        if not (sel_lo.any() or sel_hi.any()):
-            continue
         blurred = blur_uniform(img, float(levels[i]), psf)
         weight = np.where(sel_lo, 1.0 - w_hi, 0.0) + np.where(sel_hi, w_hi, 0.0)
         out += expand(weight.astype(np.float32)) * blurred

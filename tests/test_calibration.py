@@ -72,6 +72,35 @@ def test_fit_ignores_readings_at_the_estimator_ceiling() -> None:
     assert clipped.n_excluded > 10
 
 
+def test_fit_trims_the_flat_tails_of_a_saturating_estimator() -> None:
+    """An estimator that levels off at ~7 px below its nominal range bends the V's arms."""
+    z = np.linspace(0.0, 3.0, 61)
+    true = vcurve_sigma_px(z, 1.2, 8.0, 0.6)
+    read = true / (1.0 + (true / 7.0) ** 6) ** (1 / 6)  # linear near focus, flat at ~7 px
+    fit = fit_vcurve(z, read)
+    assert fit.z0_mm == pytest.approx(1.2, abs=0.01)
+    assert fit.k_px_per_mm == pytest.approx(8.0, rel=0.08)
+    assert fit.n_excluded >= 20  # the flat tails
+    straight = fit_vcurve(z, true)  # a true V keeps every point
+    assert straight.n_excluded == 0
+
+
+def test_fit_follows_the_steep_bottom_not_compressed_tails() -> None:
+    """A weak estimator: a sharp V near focus, then blur readings that rise only slowly.
+
+    The tails outnumber the bottom; a plain robust fit would reject the bottom as
+    outliers. Growing from the minimum keeps the part that defines focus.
+    """
+    z = np.linspace(0.3, 2.7, 49)
+    near = vcurve_sigma_px(z, 1.5, 12.0, 2.3)
+    read = np.where(near < 5.0, near, 5.0 + 2.2 * (np.abs(z - 1.5) - 0.36))
+    fit = fit_vcurve(z, read)
+    assert fit.z0_mm == pytest.approx(1.5, abs=0.01)
+    assert fit.k_px_per_mm == pytest.approx(12.0, rel=0.1)
+    assert fit.sigma0_px == pytest.approx(2.3, abs=0.3)
+    assert fit.range_mm[1] - fit.range_mm[0] < 1.2  # the tails are outside the model's range
+
+
 def test_refuses_too_few_points_with_what_to_record() -> None:
     z = np.array([0.9, 1.0, 1.1, 1.2])
     fit = fit_vcurve(z, vcurve_sigma_px(z, 1.05, 5.0, 0.5))

@@ -260,11 +260,9 @@ def test_default_sources_split_by_image_with_scene_textures_held_out() -> None:
     train, held = load_named_sources()
     assert len(train) >= 8 and len(held) >= 3
     assert not set(train) & set(held)
-    try:
-        from hdme_focus.drivers.scenes import SCENE_TEXTURES
-    except ImportError:
-        SCENE_TEXTURES = ()
-    assert set(SCENE_TEXTURES) <= set(held)
+    from hdme_focus.textures import SCENE_TEXTURES
+
+    assert SCENE_TEXTURES and set(SCENE_TEXTURES) <= set(held)
     for img in (*train.values(), *held.values()):
         assert img.dtype == np.float32 and img.ndim == 2
         assert img.min() >= 0.0 and img.max() <= 1.0

@@ -73,6 +73,7 @@ class VCurveFit:
     n_outliers: int  # finite points rejected as outliers
     n_excluded: int  # NaN or out-of-estimator-range points never fitted
     range_mm: tuple[float, float]  # positions of the points used
+    sigma_range_px: tuple[float, float]  # blur of the points used: the curve's valid range
     z0_stderr_mm: float
     n_below: int  # used points below z0
     n_above: int  # used points above z0
@@ -94,10 +95,7 @@ def _initial_guess(z: NDArray[np.float64], s: NDArray[np.float64]) -> tuple[floa
     """z0 at the smoothed minimum, sigma0 the minimum, k the median slope away from it."""
     order = np.argsort(z)
     z, s = z[order], s[order]
-    smooth = s.copy()
-    if len(s) >= 3:
-        padded = np.concatenate([s[:1], s, s[-1:]])
-        smooth = np.median(np.stack([padded[:-2], padded[1:-1], padded[2:]]), axis=0)
+    smooth = _median3(s)
     i = int(np.argmin(smooth))
     z0, sigma0 = float(z[i]), float(max(smooth[i], 0.05))
     dz = np.abs(z - z0)
@@ -139,6 +137,45 @@ def _z0_stderr(z: NDArray[np.float64], p: NDArray[np.float64], rmse: float) -> f
     return float(math.sqrt(max(cov[0, 0], 0.0)))
 
 
+def _median3(s: NDArray[np.float64]) -> NDArray[np.float64]:
+    if len(s) < 3:
+        return s.copy()
+    padded = np.concatenate([s[:1], s, s[-1:]])
+    return np.asarray(np.median(np.stack([padded[:-2], padded[1:-1], padded[2:]]), axis=0))
+
+
+def _seed_window(sm: NDArray[np.float64], level: float = 0.5) -> tuple[int, int]:
+    """Indices [lo, hi] around the minimum where the smoothed blur is in the lower part of
+    each side's rise (at least two points per side where the data has them)."""
+    i0 = int(np.argmin(sm))
+    lo, hi = i0, i0
+    left_top, right_top = float(sm[: i0 + 1].max()), float(sm[i0:].max())
+    while lo > 0 and sm[lo - 1] <= sm[i0] + level * (left_top - sm[i0]):
+        lo -= 1
+    while hi < len(sm) - 1 and sm[hi + 1] <= sm[i0] + level * (right_top - sm[i0]):
+        hi += 1
+    return max(0, min(lo, i0 - 2)), min(len(sm) - 1, max(hi, i0 + 2))
+
+
+def _grow(
+    residual: NDArray[np.float64], tol: float, edge: int, step: int, stop: int
+) -> tuple[int, list[int]]:
+    """Extend a window edge outward over points that fit (one misfit may be skipped)."""
+    skipped: list[int] = []
+    j = edge + step
+    while (j - stop) * step <= 0:
+        if abs(residual[j]) <= tol:
+            edge = j
+            j += step
+        elif (j + step - stop) * step <= 0 and abs(residual[j + step]) <= tol:
+            skipped.append(j)
+            edge = j + step
+            j += 2 * step
+        else:
+            break
+    return edge, skipped
+
+
 def fit_vcurve(
     position_mm: ArrayLike,
     sigma_px: ArrayLike,
@@ -147,16 +184,19 @@ def fit_vcurve(
     f_scale_px: float = 0.3,
     reject_k: float = 3.0,
     min_reject_px: float = 0.3,
-    max_iterations: int = 5,
+    max_iterations: int = 12,
 ) -> VCurveFit:
-    """Robust V-curve fit with iterative outlier rejection.
+    """Robust V-curve fit, grown outward from the minimum, with outlier rejection.
 
-    Points with NaN blur, or blur at or above `max_sigma_px` (an estimator's
-    trained range, where its output saturates), are excluded before fitting.
-    After each soft-L1 fit, points whose residual exceeds `reject_k` robust
-    standard deviations (at least `min_reject_px`) are rejected and the fit is
-    repeated until the inlier set stops changing. Raises CalibrationError when
-    fewer than three usable points remain.
+    Real estimators follow the hyperbola only so far: far from focus they
+    compress or saturate. So the fit starts on the points around the minimum
+    (the lower half of each side's rise), then repeatedly refits (soft-L1 loss)
+    and extends the window on each side over the next points whose residual
+    is within `reject_k` robust standard deviations (at least `min_reject_px`);
+    points inside the window that misfit are outliers, points beyond it are
+    excluded as outside the model's range. NaN blur and blur at or above
+    `max_sigma_px` (the estimator's trained range) are excluded first.
+    Raises CalibrationError when fewer than three usable points remain.
     """
     z_all = np.asarray(position_mm, dtype=np.float64).ravel()
     s_all = np.asarray(sigma_px, dtype=np.float64).ravel()
@@ -165,31 +205,46 @@ def fit_vcurve(
     usable = np.isfinite(z_all) & np.isfinite(s_all) & (s_all >= 0)
     if max_sigma_px is not None:
         usable &= s_all < max_sigma_px
-    n_excluded = int((~usable).sum())
     if usable.sum() < 3:
         raise CalibrationError(
             f"only {int(usable.sum())} usable points (need >= {MIN_POINTS}); record a sweep "
             "through focus with more frames where the region is textured and within the "
             "estimator's range"
         )
-    z, s = z_all[usable], s_all[usable]
-    inl = np.ones(z.shape, dtype=bool)
-    p = np.asarray(_initial_guess(z, s))
+    idx = np.flatnonzero(usable)
+    idx = idx[np.argsort(z_all[idx], kind="stable")]
+    z, s = z_all[idx], s_all[idx]
+    lo, hi = _seed_window(_median3(s))
+    outlier = np.zeros(len(z), dtype=bool)
+    p = np.asarray(_initial_guess(z[lo : hi + 1], s[lo : hi + 1]))
     for _ in range(max_iterations):
-        p = _solve(z[inl], s[inl], (float(p[0]), float(p[1]), float(p[2])), f_scale_px)
+        use = np.zeros(len(z), dtype=bool)
+        use[lo : hi + 1] = True
+        use &= ~outlier
+        if use.sum() < 3:
+            use[lo : hi + 1] = True
+        p = _solve(z[use], s[use], (float(p[0]), float(p[1]), float(p[2])), f_scale_px)
         r = vcurve_sigma_px(z, *p) - s
-        scale = 1.4826 * float(np.median(np.abs(r[inl])))
-        new = np.abs(r) <= max(reject_k * scale, min_reject_px)
-        if new.sum() < 3 or np.array_equal(new, inl):
+        tol = max(reject_k * 1.4826 * float(np.median(np.abs(r[use]))), min_reject_px)
+        new_outlier = np.zeros(len(z), dtype=bool)
+        new_outlier[lo : hi + 1] = np.abs(r[lo : hi + 1]) > tol
+        new_lo, skip_lo = _grow(r, tol, lo, -1, 0)
+        new_hi, skip_hi = _grow(r, tol, hi, +1, len(z) - 1)
+        new_outlier[skip_lo + skip_hi] = True
+        if (new_lo, new_hi) == (lo, hi) and np.array_equal(new_outlier, outlier):
             break
-        inl = new
+        lo, hi, outlier = new_lo, new_hi, new_outlier
+    inl = np.zeros(len(z), dtype=bool)
+    inl[lo : hi + 1] = True
+    inl &= ~outlier
     z0, k, s0 = (float(v) for v in p)
     r_in = (vcurve_sigma_px(z[inl], z0, k, s0) - s[inl]).astype(np.float64)
     rmse = float(np.sqrt(np.mean(r_in**2)))
     ss_tot = float(np.sum((s[inl] - s[inl].mean()) ** 2))
     r2 = 1.0 - float(np.sum(r_in**2)) / ss_tot if ss_tot > 0 else 0.0
     inliers = np.zeros(z_all.shape, dtype=bool)
-    inliers[np.flatnonzero(usable)[inl]] = True
+    inliers[idx[inl]] = True
+    n_outliers = int(outlier[lo : hi + 1].sum())
     zi = z[inl]
     return VCurveFit(
         z0_mm=z0,
@@ -198,9 +253,10 @@ def fit_vcurve(
         rmse_px=rmse,
         r2=r2,
         n_points=int(inl.sum()),
-        n_outliers=int((~inl).sum()),
-        n_excluded=n_excluded,
+        n_outliers=n_outliers,
+        n_excluded=int(len(z_all) - inl.sum() - n_outliers),
         range_mm=(float(zi.min()), float(zi.max())),
+        sigma_range_px=(float(s[inl].min()), float(s[inl].max())),
         z0_stderr_mm=_z0_stderr(zi, p, rmse),
         n_below=int((zi < z0).sum()),
         n_above=int((zi > z0).sum()),
@@ -214,6 +270,7 @@ def fit_problems(
     min_points: int = MIN_POINTS,
     min_r2: float = MIN_R2,
     max_rmse_px: float = 1.0,
+    max_outlier_fraction: float = 0.25,
 ) -> list[str]:
     """Why a fit must not be saved, each with what to record instead; empty when fine."""
     problems: list[str] = []
@@ -231,10 +288,12 @@ def fit_problems(
             f"record a sweep that extends at least {MIN_POINTS_PER_SIDE} steps {edge} "
             f"{fit.z0_mm:.4f} mm"
         )
-    if fit.r2 < min_r2 or fit.rmse_px > max_rmse_px:
+    outlier_share = fit.n_outliers / max(fit.n_points + fit.n_outliers, 1)
+    if fit.r2 < min_r2 or fit.rmse_px > max_rmse_px or outlier_share > max_outlier_fraction:
         problems.append(
-            f"poor fit (R^2 = {fit.r2:.3f}, RMSE = {fit.rmse_px:.2f} px); choose an ROI with "
-            "texture on one depth plane (no depth edges), or record with a longer exposure"
+            f"poor fit (R^2 = {fit.r2:.3f}, RMSE = {fit.rmse_px:.2f} px, "
+            f"{outlier_share:.0%} outliers); choose an ROI with texture on one depth plane "
+            "(no depth edges), or record with a longer exposure"
         )
     return problems
 

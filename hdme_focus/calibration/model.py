@@ -91,6 +91,42 @@ class SweepSource(_Strict):
     created: str | None = None
 
 
+class CoarseFit(_Strict):
+    """The V-curve of blur estimated on frames downscaled by `downscale` (sigma rescaled).
+
+    Extends the usable range beyond the estimator's trained maximum, where the
+    full-resolution reading saturates; fitted separately because an estimator's
+    floor and bias differ between scales.
+    """
+
+    downscale: float = Field(gt=1)
+    z0_mm: float
+    k_px_per_mm: float = Field(gt=0)
+    sigma0_px: float = Field(ge=0)
+    rmse_px: float = Field(ge=0)
+    r2: float
+    n_points: int = Field(ge=0)
+    range_mm: tuple[float, float]
+    sigma_range_px: tuple[float, float]
+
+    def distance_mm(self, sigma_px: float) -> float:
+        return float(defocus_distance_mm(sigma_px, self.k_px_per_mm, self.sigma0_px))
+
+    @classmethod
+    def from_fit(cls, fit: VCurveFit, downscale: float) -> CoarseFit:
+        return cls(
+            downscale=downscale,
+            z0_mm=fit.z0_mm,
+            k_px_per_mm=fit.k_px_per_mm,
+            sigma0_px=fit.sigma0_px,
+            rmse_px=fit.rmse_px,
+            r2=fit.r2,
+            n_points=fit.n_points,
+            range_mm=fit.range_mm,
+            sigma_range_px=fit.sigma_range_px,
+        )
+
+
 class RoiCalibration(_Strict):
     """One region's V-curve, its quality and its thin-lens reading."""
 
@@ -106,9 +142,11 @@ class RoiCalibration(_Strict):
     n_points: int = Field(ge=0)
     n_outliers: int = Field(ge=0)
     range_mm: tuple[float, float]
+    sigma_range_px: tuple[float, float] | None = None  # blur over which the curve was fitted
     object_distance_mm: float | None = None  # u of the region, stage at 0
     k_thin_lens_px_per_mm: float | None = None
     f_number_fit: float | None = None
+    coarse: CoarseFit | None = None  # for blur beyond the estimator's range
 
     @field_validator("z0_mm", "k_px_per_mm", "sigma0_px", "dof_mm")
     @classmethod
@@ -126,7 +164,12 @@ class RoiCalibration(_Strict):
 
     @classmethod
     def from_fit(
-        cls, name: str, roi: Box | None, fit: VCurveFit, lens: ThinLens | None
+        cls,
+        name: str,
+        roi: Box | None,
+        fit: VCurveFit,
+        lens: ThinLens | None,
+        coarse: CoarseFit | None = None,
     ) -> RoiCalibration:
         rel = relate_to_thin_lens(fit, lens) if lens is not None else None
 
@@ -146,9 +189,11 @@ class RoiCalibration(_Strict):
             n_points=fit.n_points,
             n_outliers=fit.n_outliers,
             range_mm=fit.range_mm,
+            sigma_range_px=fit.sigma_range_px,
             object_distance_mm=finite(rel.object_distance_mm) if rel else None,
             k_thin_lens_px_per_mm=finite(rel.k_thin_lens_px_per_mm) if rel else None,
             f_number_fit=finite(rel.f_number_fit) if rel else None,
+            coarse=coarse,
         )
 
 
@@ -251,6 +296,12 @@ class Calibration(_Strict):
                 min(r.range_mm[0] for r in self.rois),
                 max(r.range_mm[1] for r in self.rois),
             ),
+            sigma_range_px=(
+                min(r.sigma_range_px[0] for r in self.rois if r.sigma_range_px),
+                max(r.sigma_range_px[1] for r in self.rois if r.sigma_range_px),
+            )
+            if all(r.sigma_range_px for r in self.rois)
+            else None,
         )
         return summary, 0.0
 
@@ -344,14 +395,19 @@ def build_calibration(
     sweep: SweepSource,
     estimator: str,
     frame_size_px: tuple[int, int] | None,
+    coarse: dict[str, CoarseFit] | None = None,
 ) -> Calibration:
     """Assemble checked fits into a Calibration (the caller checks quality first)."""
     if lens is None:
         raise ValueError("a calibration needs the optics it was made with")
+    extra = coarse or {}
     return Calibration(
         sweep=sweep,
         estimator=estimator,
         frame_size_px=frame_size_px,
         optics=OpticsRecord.from_lens(lens),
-        rois=[RoiCalibration.from_fit(name, roi, fit, lens) for name, roi, fit in fits],
+        rois=[
+            RoiCalibration.from_fit(name, roi, fit, lens, extra.get(name))
+            for name, roi, fit in fits
+        ],
     )

@@ -7,7 +7,6 @@ line on stderr and a non-zero exit, never a traceback.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
@@ -83,7 +82,14 @@ def _register() -> None:
     """Import command modules so they attach to `app` (each is optional while building)."""
     import importlib
 
-    for name in ("config_cmd", "sweep_cmd", "estimation_cmd", "focus_cmd", "hardware_cmd", "evaluate_cmd"):
+    for name in (
+        "config_cmd",
+        "sweep_cmd",
+        "estimation_cmd",
+        "focus_cmd",
+        "hardware_cmd",
+        "evaluate_cmd",
+    ):
         try:
             importlib.import_module(f"hdme_focus.cli.{name}")
         except ModuleNotFoundError as exc:
@@ -97,4 +103,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    main()

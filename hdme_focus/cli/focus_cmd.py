@@ -196,6 +196,11 @@ def autofocus_cmd(
     prior_uncertainty: float | None = typer.Option(
         None, "--prior-uncertainty", help="hdme: 1-sigma uncertainty of the prior focus, mm."
     ),
+    margin: int | None = typer.Option(
+        None,
+        "--margin-px",
+        help="hdme: estimate on the ROI plus this margin instead of the whole frame (faster).",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the full result as JSON."),
     calibration: Path | None = CalibrationOption,
     estimator: str = EstimatorOption,
@@ -219,6 +224,8 @@ def autofocus_cmd(
         raise UserError(f"--direction {direction!r}: choose one of {', '.join(af.STRATEGIES)}")
     if max_tries < 1:
         raise UserError(f"--max-tries {max_tries}: must be at least 1")
+    if margin is not None and margin < 0:
+        raise UserError(f"--margin-px {margin}: must be >= 0")
     if span is not None and not (math.isfinite(span) and span > 0):
         raise UserError(f"--span {span}: must be a positive distance in mm")
     try:
@@ -244,6 +251,7 @@ def autofocus_cmd(
                     max_tries=max_tries,
                     prior_uncertainty_mm=prior_uncertainty,
                     state_file=af.state_path(cfg.paths.output_dir),
+                    margin_px=margin,
                 )
                 result = af.autofocus_hdme(inst, region, est, cal, opts)
             else:

@@ -37,7 +37,7 @@ changes over a few mm of sample travel (k ~ 0.004 px/mm): physically right, and
 useless for focusing.
 
 Textures come from scikit-image's bundled images (never downloaded) or are
-generated. The images used are listed in `SCENE_TEXTURES`; the estimation team
+generated. The images used are listed in `hdme_focus.textures.SCENE_TEXTURES`; the estimation team
 holds them out of training so benchmarks on the simulator are not train-on-test.
 """
 
@@ -61,8 +61,6 @@ from hdme_focus.optics import ThinLens, object_distance_mm
 F32 = NDArray[np.float32]
 ROI = tuple[int, int, int, int]
 
-SCENE_TEXTURES: tuple[str, ...] = ("brick", "coffee", "grass", "gravel")
-"""skimage.data images the built-in scenes use (hold these out of training)."""
 
 # The lens the built-in scenes were designed for; in the object setup it maps
 # each element's distance to the stage position where it should focus.

@@ -83,6 +83,7 @@ def save_weights(
     tmp = p.with_suffix(p.suffix + ".tmp")
     save_file(tensors, str(tmp), metadata=meta)
     tmp.replace(p)  # never leave a half-written weights file
+    p.chmod(0o644)  # the writer makes it owner-only; weights are meant to be shared
     return p
 
 

@@ -19,6 +19,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from hdme_focus.estimation.base import EstimationInputError, to_gray_float
+from hdme_focus.textures import SCENE_TEXTURES
 
 F32 = NDArray[np.float32]
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
@@ -49,15 +50,8 @@ SKIMAGE_SOURCES: tuple[str, ...] = (
 
 
 def _scene_textures() -> tuple[str, ...]:
-    """Texture names the simulator uses; empty while the simulator does not define them.
-
-    Imported lazily: the only place estimation looks at drivers, and only for names.
-    """
-    try:
-        from hdme_focus.drivers.scenes import SCENE_TEXTURES
-    except ImportError:
-        return ()
-    return tuple(str(getattr(t, "name", t)) for t in SCENE_TEXTURES)
+    """Texture names the simulator's scenes use; always held out of training."""
+    return SCENE_TEXTURES
 
 
 def _load_skimage(name: str) -> F32 | None:

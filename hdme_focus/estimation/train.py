@@ -298,7 +298,7 @@ def plot_metrics(csv_path: Path, png_path: Path) -> None:
     ax.set_yscale("log")
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.1, right=0.97, bottom=0.12, top=0.96)
     fig.savefig(png_path, dpi=110)
     plt.close(fig)
 
@@ -545,13 +545,36 @@ def _progress(enabled: bool) -> Any:
 # --------------------------------------------------------------------------- export
 
 
+def heldout_summary(weights: Path) -> dict[str, Any]:
+    """Metrics of a weights file on `evaluate.standard_test_set()` (held-out images only)."""
+    from hdme_focus.estimation import evaluate as ev
+    from hdme_focus.estimation.estimator import load_estimator
+
+    report = ev.evaluate(load_estimator(weights, device="cpu"), ev.standard_test_set())
+    keep = ("bin_lo_px", "bin_hi_px", "mae_px", "mae_norm", "abs_rel")
+    return {
+        "test_set": f"evaluate.standard_test_set(): {ev.TEST_N} crops of {ev.TEST_CROP_PX} px "
+        f"from held-out images, seed {ev.TEST_SEED}",
+        "textured": {k: round(v, 4) for k, v in report["textured"].items()},
+        "all": {k: round(v, 4) for k, v in report["all"].items()},
+        "textured_by_bin": [
+            {k: round(v, 4) for k, v in b.items() if k in keep} for b in report["bins_textured"]
+        ],
+    }
+
+
 def export(
     run_dir: Path, out_path: Path, *, heldout_metrics: dict[str, Any] | None = None
 ) -> tuple[Path, Path]:
-    """Best weights of a run -> a shippable .safetensors + `<stem>.json` model card beside it."""
+    """Best weights of a run -> a shippable .safetensors + `<stem>.json` model card beside it.
+
+    heldout_metrics None: scored here on the project's standard held-out test set.
+    """
     best = run_dir / BEST_NAME
     if not best.exists():
         raise FileNotFoundError(str(best))
+    if heldout_metrics is None:
+        heldout_metrics = heldout_summary(best)
     model, meta = read_weights(best)
     recipe = TrainRecipe.model_validate_json((run_dir / "recipe.json").read_text())
     info = (

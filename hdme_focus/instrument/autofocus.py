@@ -48,7 +48,7 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy.optimize import minimize_scalar
 
-from hdme_focus.calibration.model import Calibration, RoiCalibration
+from hdme_focus.calibration.model import Calibration, CoarseFit, RoiCalibration
 from hdme_focus.drivers.base import Frame
 from hdme_focus.estimation.base import (
     DefocusEstimator,
@@ -67,9 +67,10 @@ STRATEGIES: tuple[str, ...] = ("auto", "prior", "probe")
 
 STATE_FILE = "autofocus-state.json"
 STATE_FORMAT = "hdme-focus-autofocus-state"
-ESTIMATE_MARGIN_PX = 32  # context around the ROI given to the estimator
 RANGE_FRACTION = 0.8  # above this share of the estimator's range, re-estimate downscaled
+COARSE_SWITCH = 0.95  # ... or above this share of the fine curve's calibrated blur range
 TOLERANCE_DOF = 0.5  # "in focus": within +- half the depth of focus
+SCALE_ERROR = 0.15  # relative error of a blur reading on a scene other than the calibration's
 
 
 class AutofocusRefused(RuntimeError):
@@ -131,6 +132,7 @@ class AutofocusResult:
     device_time_s: float = 0.0
     compute_time_s: float = 0.0
     refused: str | None = None
+    beyond_range: bool = False  # a reading above the calibrated blur range (extrapolated)
     prior: dict[str, Any] | None = None
     measurements: list[dict[str, float]] = field(default_factory=list)
 
@@ -160,7 +162,8 @@ class AutofocusResult:
         if self.direction:
             parts.append(f"direction {self.direction}{' (ambiguous)' * self.ambiguous}")
         if math.isfinite(self.measured_sigma_px):
-            parts.append(f"sigma {self.measured_sigma_px:.2f} px")
+            note = " (beyond the calibrated range)" if self.beyond_range else ""
+            parts.append(f"sigma {self.measured_sigma_px:.2f} px{note}")
         if self.verified_sigma_px is not None:
             state = "in focus" if self.in_focus else "NOT in focus"
             parts.append(f"verified {self.verified_sigma_px:.2f} px ({state})")
@@ -222,33 +225,41 @@ def estimate_roi(
     frame: Frame,
     roi: Roi,
     estimator: DefocusEstimator,
-    margin_px: int = ESTIMATE_MARGIN_PX,
-) -> tuple[RoiSigma, float]:
-    """Robust blur of a region, estimated on the region plus a margin of context.
+    margin_px: int | None = None,
+    downscale: float = 1.0,
+) -> RoiSigma:
+    """Robust blur of a region; the estimator sees the whole frame, or the ROI plus a margin.
 
-    Near the top of the estimator's trained range the same pixels are estimated
-    again at half resolution (sigma doubled back), which extends the range
-    without another capture. Returns the statistics and the downscale used.
+    The whole frame (default) is exactly what a sweep's estimates, hence the
+    calibration, were made on; estimators that standardise their input per
+    frame read a crop slightly differently. A margin (e.g. 32 px) is faster on
+    large frames. `downscale` > 1 estimates on the frame shrunk by that factor
+    (sigma scaled back): a coarse reading for blur beyond the trained range.
     """
     height, width = frame.image.shape[:2]
-    x0, y0, x1, y1 = _crop_box(roi, width, height, margin_px)
+    if margin_px is None:
+        x0, y0, x1, y1 = 0, 0, width, height
+    else:
+        x0, y0, x1, y1 = _crop_box(roi, width, height, margin_px)
     crop = frame.image[y0:y1, x0:x1]
     gray = to_gray_float(crop, frame.bit_depth)
     inner = (roi.x - x0, roi.y - y0, roi.w, roi.h)
-    stats = roi_sigma(estimator.predict(crop, frame.bit_depth), gray, inner)
+    if downscale == 1.0:
+        sigma_map = estimator.predict(crop, frame.bit_depth)
+    else:
+        sigma_map = estimator.predict(crop, frame.bit_depth, downscale=downscale)  # type: ignore[call-arg]
+    return roi_sigma(sigma_map, gray, inner)
+
+
+def _wants_coarse(sigma_px: float, roi_cal: RoiCalibration, estimator: DefocusEstimator) -> bool:
+    """A fine reading at the top of its calibrated range (or of the estimator's) is unreliable."""
+    if roi_cal.coarse is None or not math.isfinite(sigma_px):
+        return False
+    top = roi_cal.sigma_range_px[1] if roi_cal.sigma_range_px else math.inf
     sigma_max = getattr(estimator, "sigma_max_px", None)
-    if (
-        sigma_max is not None
-        and math.isfinite(stats.sigma_px)
-        and stats.sigma_px > RANGE_FRACTION * float(sigma_max)
-        and min(crop.shape[:2]) >= 32
-    ):
-        try:
-            sig = estimator.predict(crop, frame.bit_depth, downscale=2.0)  # type: ignore[call-arg]
-        except TypeError:
-            return stats, 1.0
-        return roi_sigma(sig, gray, inner), 2.0
-    return stats, 1.0
+    if sigma_max is not None:
+        top = min(top, RANGE_FRACTION * float(sigma_max))
+    return sigma_px > COARSE_SWITCH * top
 
 
 @dataclass(frozen=True)
@@ -371,31 +382,46 @@ def _sigma_error_px(sigma_px: float) -> float:
     return 0.15 + 0.08 * sigma_px
 
 
-def consistent_focus(
-    readings: Sequence[tuple[float, float, float]], k_px_per_mm: float
-) -> tuple[float, float]:
-    """Focus position most consistent with (position, distance, sigma) readings.
+def distance_error_mm(sigma_px: float, k_px_per_mm: float, sigma0_px: float) -> float:
+    """1-sigma error of |z - z0| read from a blur: noise near focus, scale error far from it.
 
-    Each reading allows two positions z +- d; the one minimising the weighted
-    misfit |z_i - c| - d_i over all readings picks the side. The position is
-    then the candidate, on that side, of the reading with the least blur: blur
-    errors grow with blur, so the reading nearest focus is the most accurate
-    (and a systematic scale error shrinks with every retry). Returns (position,
-    misfit of the runner-up minus the best, in squared standard errors).
+    Noise: d = sqrt(sigma^2 - sigma0^2) / k, so dd/dsigma = sigma / (k^2 d) grows
+    without bound as sigma approaches sigma0 (the excess is floored at one error
+    step). Scale: an estimator that reads a scene's blur a few % high or low
+    errs in proportion to d (SCALE_ERROR).
+    """
+    e = _sigma_error_px(sigma_px)
+    excess = math.sqrt(max(sigma_px**2 - sigma0_px**2, 2.0 * sigma0_px * e + e * e))
+    noise = e * max(sigma_px, sigma0_px + e) / (k_px_per_mm * excess)
+    d = math.sqrt(max(sigma_px**2 - sigma0_px**2, 0.0)) / k_px_per_mm
+    return math.hypot(noise, SCALE_ERROR * d)
+
+
+Reading = tuple[float, float, float]  # (position referred to the fine curve, distance, error)
+
+
+def consistent_focus(readings: Sequence[Reading]) -> tuple[float, float]:
+    """Focus position most consistent with (position, distance, distance error) readings.
+
+    Each reading allows two positions z +- d; the one minimising the misfit
+    sum(((|z_i - c| - d_i) / err_i)^2) picks the side. The position is then the
+    inverse-variance mean of each reading's candidate on that side: readings far
+    from focus are precise in distance, readings next to it are not. Returns
+    (position, misfit of the runner-up minus the best).
     """
 
     def cost(c: float) -> float:
-        total = 0.0
-        for z, d, s in readings:
-            err_mm = _sigma_error_px(s) / k_px_per_mm
-            total += ((abs(z - c) - d) / err_mm) ** 2
-        return total
+        return sum(((abs(z - c) - d) / err) ** 2 for z, d, err in readings)
 
     cands = sorted({z + sgn * d for z, d, _ in readings for sgn in (-1.0, 1.0)}, key=cost)
     best = cands[0]
     margin = cost(cands[1]) - cost(best) if len(cands) > 1 else math.inf
-    z, d, _ = min(readings, key=lambda r: r[2])
-    return min((z - d, z + d), key=lambda v: abs(v - best)), margin
+    num = den = 0.0
+    for z, d, err in readings:
+        c = min((z - d, z + d), key=lambda v: abs(v - best))
+        num += c / err**2
+        den += 1.0 / err**2
+    return num / den, margin
 
 
 def _candidates_in_limits(
@@ -418,6 +444,7 @@ class HdmeOptions:
     thresholds: Thresholds = field(default_factory=Thresholds)
     tolerance_dof: float = TOLERANCE_DOF
     state_file: Path | None = None  # None: neither read nor write the last focus
+    margin_px: int | None = None  # estimator context: None = whole frame, else ROI + margin
 
 
 def autofocus_hdme(
@@ -447,7 +474,7 @@ def autofocus_hdme(
     # the calibration (near focus a 0.1 px error is a large distance error: d ~ sqrt(sigma))
     sigma_tol_px = math.hypot(k * tol_mm, roi_cal.sigma0_px) + roi_cal.rmse_px
     lo, hi = safe.min_mm, safe.max_mm
-    readings: list[tuple[float, float, float]] = []
+    readings: list[Reading] = []
 
     def measure() -> Measurement:
         frame = run.capture()
@@ -455,14 +482,27 @@ def autofocus_hdme(
             if not result.measurements:
                 h, w = frame.image.shape[:2]
                 roi.check_inside(w, h)
-            stats, scale = estimate_roi(frame, roi, estimator)
+            coarse = roi_cal.coarse
+            stats, scale = estimate_roi(frame, roi, estimator, opts.margin_px), 1.0
+            if coarse is not None and _wants_coarse(stats.sigma_px, roi_cal, estimator):
+                scale = coarse.downscale
+                stats = estimate_roi(frame, roi, estimator, opts.margin_px, scale)
             why = _check_estimate(stats, scale, estimator, opts.thresholds)
             pos = safe.position_mm()
+            # the coarse curve's vertex may sit slightly off the fine one: report focus
+            # relative to the fine z0, the more precise of the two
+            curve: RoiCalibration | CoarseFit = roi_cal
+            shift = 0.0
+            if scale > 1.0 and coarse is not None:
+                curve, shift = coarse, roi_cal.z0_mm - coarse.z0_mm
             d = (
-                float(roi_cal.distance_mm(stats.sigma_px))
+                float(curve.distance_mm(stats.sigma_px))
                 if math.isfinite(stats.sigma_px)
                 else math.nan
             )
+            valid = curve.sigma_range_px
+            if valid is not None and stats.sigma_px > 1.05 * valid[1]:
+                result.beyond_range = True  # extrapolated: usually an underestimate
             m = Measurement(
                 pos,
                 stats.sigma_px,
@@ -478,24 +518,25 @@ def autofocus_hdme(
             result.refused = why
             result.final_mm = safe.position_mm()
             raise AutofocusRefused(f"autofocus refused to move: {why}", result)
-        readings.append((m.position_mm, m.distance_mm, m.sigma_px))
+        err = distance_error_mm(m.sigma_px, curve.k_px_per_mm, curve.sigma0_px)
+        readings.append((m.position_mm + shift, m.distance_mm, err))
         return m
 
     first = measure()
     result.measured_sigma_px = first.sigma_px
-    z = first.position_mm
-    d = first.distance_mm
+    z, d, d_err = readings[0]  # position referred to the fine curve (see measure)
     state = load_state(opts.state_file)
     prior = choose_prior(roi, roi_cal, covered, state, opts.prior_uncertainty_mm)
     result.prior = dataclasses.asdict(prior)
 
     with run.compute():
-        if d <= tol_mm:
-            target, how = z, "in-focus"
+        # stay only when surely in focus: next to focus the reading is least precise
+        if d + d_err <= tol_mm:
+            target, how = first.position_mm, "in-focus"
         else:
             target, how = _decide_first(z, d, lo, hi, prior, opts.strategy, result)
     if how == "probe":
-        target = _probe(run, measure, z, d, dof, lo, hi, prior, safe.max_step_mm, k, readings)
+        target = _probe(run, measure, z, d, dof, lo, hi, prior, safe.max_step_mm, readings)
     result.direction = how
     result.target_mm = target
     result.predicted_sigma_px = roi_cal.sigma_px(roi_cal.z0_mm)
@@ -510,7 +551,7 @@ def autofocus_hdme(
         if result.in_focus or result.tries >= opts.max_tries:
             break
         with run.compute():
-            target, _ = consistent_focus(readings, k)
+            target, _ = consistent_focus(readings)
             target = min(max(target, lo), hi)
         result.target_mm = target
         run.move(target)
@@ -554,8 +595,7 @@ def _probe(
     hi: float,
     prior: Prior,
     max_step_mm: float,
-    k: float,
-    readings: list[tuple[float, float, float]],
+    readings: list[Reading],
 ) -> float:
     """One known step towards the prior's side, a second capture, the consistent focus."""
     with run.compute():
@@ -568,7 +608,7 @@ def _probe(
     run.move(probe_at)
     measure()
     with run.compute():
-        target, _ = consistent_focus(readings, k)
+        target, _ = consistent_focus(readings)
     return min(max(target, lo), hi)
 
 

@@ -18,12 +18,18 @@ import numpy as np
 from numpy.typing import NDArray
 
 from hdme_focus.calibration.fit import CalibrationError, VCurveFit, fit_problems, fit_vcurve
-from hdme_focus.calibration.model import Calibration, SweepSource, build_calibration
+from hdme_focus.calibration.model import (
+    Calibration,
+    CoarseFit,
+    SweepSource,
+    build_calibration,
+)
 from hdme_focus.estimation.base import DefocusEstimator, roi_sigma, to_gray_float
 from hdme_focus.instrument.records import SweepRecord, load_sweep, roi_column
 
 SIGMA = "sigma_px"
 SATURATION_FRACTION = 0.9  # ignore blur above this share of the estimator's range
+COARSE_DOWNSCALE = 2.0  # second calibration on half-resolution frames, for large blur
 
 
 @dataclass
@@ -35,6 +41,8 @@ class CalibrationRun:
     sigmas: dict[str, NDArray[np.float64]]
     fits: dict[str, VCurveFit]
     rejected: dict[str, str] = field(default_factory=dict)
+    coarse: dict[str, VCurveFit] = field(default_factory=dict)
+    coarse_sigmas: dict[str, NDArray[np.float64]] = field(default_factory=dict)
 
 
 def sweep_sigmas(
@@ -62,6 +70,44 @@ def sweep_sigmas(
         if progress is not None:
             progress(i + 1, len(record))
     return out, str(getattr(estimator, "name", type(estimator).__name__))
+
+
+def coarse_sigmas(
+    record: SweepRecord, estimator: DefocusEstimator, downscale: float = COARSE_DOWNSCALE
+) -> dict[str, NDArray[np.float64]] | None:
+    """Per-ROI blur estimated on downscaled frames; None if the estimator cannot downscale."""
+    rois = record.rois
+    out = {n: np.full(len(record), np.nan) for n in rois}
+    for i in range(len(record)):
+        frame = record.read_frame(i)
+        try:
+            sig = estimator.predict(frame.image, frame.bit_depth, downscale=downscale)  # type: ignore[call-arg]
+        except TypeError:
+            return None
+        gray = to_gray_float(frame.image, frame.bit_depth)
+        for n, roi in rois.items():
+            out[n][i] = roi_sigma(sig, gray, roi.as_tuple()).sigma_px
+    return out
+
+
+def _fit_coarse(
+    positions: NDArray[np.float64],
+    sigmas: dict[str, NDArray[np.float64]],
+    sigma_max: float,
+    downscale: float,
+) -> dict[str, VCurveFit]:
+    """Coarse V-curves that pass the same quality checks; the others are simply absent."""
+    fits: dict[str, VCurveFit] = {}
+    for name, values in sigmas.items():
+        try:
+            fit = fit_vcurve(
+                positions, values, max_sigma_px=SATURATION_FRACTION * sigma_max * downscale
+            )
+        except CalibrationError:
+            continue
+        if not fit_problems(fit):
+            fits[name] = fit
+    return fits
 
 
 def _frame_size(record: SweepRecord) -> tuple[int, int] | None:
@@ -109,10 +155,23 @@ def calibrate_sweep(
         range_mm=(float(np.min(positions)), float(np.max(positions))),
         created=record.manifest.get("created"),
     )
+    coarse: dict[str, VCurveFit] = {}
+    wanted: dict[str, NDArray[np.float64]] = {}
+    if same and sigma_max and estimator is not None:
+        by_scale = coarse_sigmas(record, estimator)
+        if by_scale is not None:
+            good_names = {n for n, _, _ in good}
+            wanted = {n: v for n, v in by_scale.items() if n in good_names}
+            coarse = _fit_coarse(positions, wanted, float(sigma_max), COARSE_DOWNSCALE)
     calibration = build_calibration(
-        good, lens=lens, sweep=source, estimator=est_name, frame_size_px=_frame_size(record)
+        good,
+        lens=lens,
+        sweep=source,
+        estimator=est_name,
+        frame_size_px=_frame_size(record),
+        coarse={n: CoarseFit.from_fit(f, COARSE_DOWNSCALE) for n, f in coarse.items()},
     )
-    return CalibrationRun(calibration, record, sigmas, fits, rejected)
+    return CalibrationRun(calibration, record, sigmas, fits, rejected, coarse, wanted)
 
 
 def plot_calibration(run: CalibrationRun, path: Path | str) -> Path:
@@ -148,9 +207,19 @@ def plot_calibration(run: CalibrationRun, path: Path | str) -> Path:
                 ax.axvline(fit.z0_mm, color=colour, lw=0.6, alpha=0.5)
         else:
             ax.plot([], [], "x", color=colour, label=f"{name}: no fit")
+        if name in run.coarse_sigmas:
+            ax.plot(z, run.coarse_sigmas[name], "+", ms=4, color=colour, alpha=0.5)
+        if name in run.coarse:
+            ax.plot(zz, run.coarse[name].sigma_px(zz), "--", lw=0.8, color=colour, alpha=0.7)
+    finite = np.concatenate([v[np.isfinite(v)] for v in run.sigmas.values()] or [np.zeros(1)])
+    ax.set_ylim(0.0, 1.25 * float(finite.max()) if finite.size else 1.0)
     ax.set_xlabel("stage position (mm)")
     ax.set_ylabel("estimated blur sigma (px)")
-    ax.set_title(f"V-curve calibration ({run.calibration.estimator}); x = rejected points")
+    ax.set_title(
+        f"V-curve calibration ({run.calibration.estimator}); x rejected, "
+        f"+ and dashed: frames downscaled x{COARSE_DOWNSCALE:g}",
+        fontsize=9,
+    )
     ax.legend(fontsize=7, loc="upper center")
     ax.grid(alpha=0.3)
     fig.tight_layout()
