@@ -6,6 +6,7 @@ import csv
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -88,6 +89,33 @@ def test_resume_continues_identically(tmp_path: Path) -> None:
         steps = [int(r["step"]) for r in csv.DictReader(fh)]
     assert steps == list(range(1, 5))  # no duplicated or missing rows after resume
     assert (tmp_path / "b" / "loss.png").stat().st_size > 0
+
+
+def test_training_never_sees_the_evaluation_images_whatever_its_seed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hdme_focus.estimation import train as train_mod
+    from hdme_focus.estimation.sources import load_source_images
+
+    seen: list[list[object]] = []
+
+    class Stop(Exception):
+        pass
+
+    def capture(sources: list[object], *args: object, **kwargs: object) -> None:
+        seen.append(sources)
+        raise Stop
+
+    monkeypatch.setattr(train_mod, "SyntheticDefocusDataset", capture)
+    _, heldout = load_source_images()  # what `evaluate` and the model card test on
+    for seed in (0, 5, 11):
+        with pytest.raises(Stop):
+            train(_tiny_recipe(seed=seed), tmp_path / f"s{seed}", device="cpu", progress=False)
+    assert len(seen) == 3
+    for used in seen:
+        assert len(used) == len(seen[0])
+        for img in used:
+            assert not any(np.shape(img) == np.shape(h) and np.array_equal(img, h) for h in heldout)
 
 
 def test_a_finished_run_is_not_overwritten(tmp_path: Path) -> None:

@@ -99,6 +99,11 @@ def _folder_images(folder: Path) -> list[tuple[str, F32]]:
     return out
 
 
+# The image-level split never follows a training seed: a run with another seed must
+# not train on the images that `evaluate` and the model card hold out.
+SPLIT_SEED = 0
+
+
 def split_names(
     names: list[str], heldout_fraction: float, seed: int, forced_heldout: tuple[str, ...] = ()
 ) -> tuple[list[str], list[str]]:
@@ -122,7 +127,7 @@ def split_names(
 
 
 def load_named_sources(
-    folder: Path | None = None, heldout_fraction: float = 0.25, seed: int = 0
+    folder: Path | None = None, heldout_fraction: float = 0.25, seed: int = SPLIT_SEED
 ) -> tuple[dict[str, F32], dict[str, F32]]:
     """Like `load_source_images`, keyed by image name (for model cards and reports)."""
     if folder is None:
@@ -137,7 +142,7 @@ def load_named_sources(
 
 
 def load_source_images(
-    folder: Path | None = None, heldout_fraction: float = 0.25, seed: int = 0
+    folder: Path | None = None, heldout_fraction: float = 0.25, seed: int = SPLIT_SEED
 ) -> tuple[list[F32], list[F32]]:
     """(train, heldout) gray float32 images in [0, 1], split by image."""
     train, heldout = load_named_sources(folder, heldout_fraction, seed)

@@ -380,8 +380,9 @@ def train(
             model, device_ids=[dev.index] if dev.type == "cuda" else None
         )
 
+    # split by SPLIT_SEED, not recipe.seed: every run holds out what `evaluate` tests on
     train_src, heldout = load_source_images(
-        Path(recipe.source_dir) if recipe.source_dir else None, recipe.heldout_fraction, recipe.seed
+        Path(recipe.source_dir) if recipe.source_dir else None, recipe.heldout_fraction
     )
     length = recipe.steps * recipe.batch_size * dist.world
     data = SyntheticDefocusDataset(train_src, length, recipe.crop_px, recipe.synthesis, recipe.seed)
