@@ -393,5 +393,5 @@ def test_shipped_model_autofocus_from_both_sides(offset_dof: float, tmp_path: Pa
         dof = cal.for_roi(roi.as_tuple())[0].dof_mm
         _go(inst, z0 + offset_dof * dof)
         result = autofocus_hdme(inst, roi, est, cal, HdmeOptions("auto", max_tries=2))
-    assert abs(result.final_mm - z0) <= 0.5 * dof, result.to_json()
+    assert abs(result.final_mm - z0) <= 0.5 * dof, json.dumps(result.to_json())
     assert result.captures <= 3

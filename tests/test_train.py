@@ -118,6 +118,29 @@ def test_training_never_sees_the_evaluation_images_whatever_its_seed(
             assert not any(np.shape(img) == np.shape(h) and np.array_equal(img, h) for h in heldout)
 
 
+def test_fine_tuning_starts_from_the_given_weights(tmp_path: Path) -> None:
+    from hdme_focus.estimation.estimator import default_weights_path
+
+    shipped = default_weights_path()
+    rec = _tiny_recipe(preset="hdme-lite", steps=1, init_weights=str(shipped), lr=1e-9)
+    train(rec, tmp_path / "ft", device="cpu", progress=False)
+    from safetensors.torch import load_file
+
+    tuned = load_file(str(tmp_path / "ft" / CKPT_NAME))
+    start = load_file(str(shipped))
+    conv = next(k for k in start if k.endswith("weight") and start[k].ndim == 4)
+    torch.testing.assert_close(
+        tuned[f"model.{conv}"], start[conv], rtol=0, atol=1e-6
+    )  # lr ~ 0: unchanged
+    _, card_path = export(tmp_path / "ft", tmp_path / "ft.safetensors", heldout_metrics={})
+    card = json.loads(card_path.read_text())
+    parent = json.loads(load_estimator(device="cpu").metadata["model_card"])
+    assert card["data_recipe"]["init_weights"] == str(shipped)
+    assert card["fine_tuned_from"]["steps_run"] == parent["steps_run"]  # history kept
+    with pytest.raises(ValueError, match="not the recipe's preset"):
+        train(_tiny_recipe(init_weights=str(shipped)), tmp_path / "bad", device="cpu")
+
+
 def test_a_finished_run_is_not_overwritten(tmp_path: Path) -> None:
     recipe = _tiny_recipe(steps=1)
     train(recipe, tmp_path / "r", device="cpu", progress=False)

@@ -32,6 +32,11 @@ def train_cmd(
     export_to: Path | None = typer.Option(
         None, "--export", help="After training, write the best weights + model card here."
     ),
+    init: Path | None = typer.Option(
+        None,
+        "--init",
+        help="Fine-tune from these weights (e.g. the shipped ones) instead of a random start.",
+    ),
 ) -> None:
     """Train HDME-Net on synthetic defocus data (torchrun for several GPUs)."""
     from pydantic import ValidationError
@@ -45,6 +50,7 @@ def train_cmd(
             steps=steps,
             source_dir=str(source_dir) if source_dir else None,
             max_minutes=max_minutes,
+            init_weights=str(init) if init else None,
         )
     except ValidationError as exc:
         err = exc.errors()[0]

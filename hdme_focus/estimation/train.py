@@ -77,6 +77,7 @@ class TrainRecipe(BaseModel):
     heldout_fraction: float = Field(0.25, ge=0, lt=1)
     source_dir: str | None = None
     max_minutes: float | None = Field(None, gt=0)
+    init_weights: str | None = None  # fine-tune from these weights instead of a random start
     synthesis: SynthesisRecipe = SynthesisRecipe()
 
 
@@ -328,6 +329,22 @@ class TrainResult:
     wall_s: float
 
 
+def _load_init(model: nn.Module, path: Path, sigma_max_px: float) -> None:
+    """Start from exported weights (fine-tuning); they must be the same network and range."""
+    init, meta = read_weights(path)
+    if init.config != getattr(model, "config", None):
+        raise ValueError(
+            f"init weights {path} are a {meta.get('preset')} network, not the recipe's preset; "
+            "set preset to match or leave init_weights out"
+        )
+    if float(meta["sigma_max_px"]) != sigma_max_px:
+        raise ValueError(
+            f"init weights {path} were trained for sigma_max {meta['sigma_max_px']} px, "
+            f"the recipe says {sigma_max_px:g} px"
+        )
+    model.load_state_dict(init.state_dict())
+
+
 def train(
     recipe: TrainRecipe,
     run_dir: Path,
@@ -361,6 +378,8 @@ def train(
     model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     opt = torch.optim.Adam(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
     start, best = 0, float("inf")
+    if recipe.init_weights and not resume:  # on resume the checkpoint already holds them
+        _load_init(model, Path(recipe.init_weights), smax)
     if resume:
         if not ckpt.exists():
             raise FileNotFoundError(str(ckpt))
@@ -564,6 +583,21 @@ def heldout_summary(weights: Path) -> dict[str, Any]:
     }
 
 
+def _parent_history(path: Path) -> dict[str, Any]:
+    """What a fine-tuned model started from: the parent's card without its metrics."""
+    history: dict[str, Any] = {"weights": path.name}
+    try:
+        _, meta = read_weights(path)
+        parent = json.loads(meta.get("model_card", "{}"))
+    except (OSError, ValueError):
+        return {**history, "note": "parent weights not readable at export time"}
+    keep = ("name", "data_recipe", "best_step", "steps_run", "hardware", "wall_time_s", "torch")
+    history.update({k: parent[k] for k in keep if k in parent})
+    if "fine_tuned_from" in parent:
+        history["fine_tuned_from"] = parent["fine_tuned_from"]
+    return history
+
+
 def export(
     run_dir: Path, out_path: Path, *, heldout_metrics: dict[str, Any] | None = None
 ) -> tuple[Path, Path]:
@@ -598,6 +632,8 @@ def export(
         "torch": info.get("torch"),
         "heldout_metrics": heldout_metrics or {},
     }
+    if recipe.init_weights:  # fine-tuned: keep the parent's training history in the card
+        card["fine_tuned_from"] = _parent_history(Path(recipe.init_weights))
     save_weights(
         out_path,
         model,

@@ -250,7 +250,6 @@ def run_demo(
     (out / "demo.json").write_text(json.dumps(_clean(summary), indent=2) + "\n", encoding="utf-8")
     report = out / "report.md"
     report.write_text(render_report(summary), encoding="utf-8")
-    log(f"report: {report}")
     return DemoResult(out, report, summary)
 
 
