@@ -12,6 +12,7 @@ import torch
 from typer.testing import CliRunner
 
 from hdme_focus.estimation import load_estimator
+from hdme_focus.estimation.estimator import default_weights_path
 from hdme_focus.estimation.model import build_model, standardize
 from hdme_focus.estimation.synthesis import SynthesisRecipe, SyntheticDefocusDataset
 from hdme_focus.estimation.train import (
@@ -118,12 +119,14 @@ def test_training_never_sees_the_evaluation_images_whatever_its_seed(
             assert not any(np.shape(img) == np.shape(h) and np.array_equal(img, h) for h in heldout)
 
 
+@pytest.mark.skipif(not default_weights_path().is_file(), reason="shipped weights not installed")
 def test_fine_tuning_starts_from_the_given_weights(tmp_path: Path) -> None:
-    from hdme_focus.estimation.estimator import default_weights_path
-
     shipped = default_weights_path()
-    rec = _tiny_recipe(preset="hdme-lite", steps=1, init_weights=str(shipped), lr=1e-9)
-    train(rec, tmp_path / "ft", device="cpu", progress=False)
+    rec = _tiny_recipe(preset="hdme-lite", steps=2, init_weights=str(shipped), lr=1e-9)
+    train(rec, tmp_path / "ft", device="cpu", progress=False, stop_after=1)
+    # resuming needs no --init again: the checkpoint holds the weights, the card the lineage
+    resumed = rec.model_copy(update={"init_weights": None})
+    train(resumed, tmp_path / "ft", device="cpu", progress=False, resume=True)
     from safetensors.torch import load_file
 
     tuned = load_file(str(tmp_path / "ft" / CKPT_NAME))

@@ -385,6 +385,8 @@ def train(
             raise FileNotFoundError(str(ckpt))
         start, best = load_checkpoint(ckpt, model, opt)
         stored = TrainRecipe.model_validate_json(_ckpt_meta(ckpt)["recipe"])
+        if recipe.init_weights is None:  # the checkpoint holds them; keep the card's lineage
+            recipe = recipe.model_copy(update={"init_weights": stored.init_weights})
         if stored.model_dump(exclude={"steps", "max_minutes", "num_workers"}) != recipe.model_dump(
             exclude={"steps", "max_minutes", "num_workers"}
         ):
