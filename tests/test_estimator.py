@@ -163,6 +163,27 @@ def test_baseline_by_name() -> None:
         load_estimator("no-such-estimator")
 
 
+def test_weights_of_one_preset_are_told_apart_so_a_calibration_cannot_cross(
+    tmp_path: Path,
+) -> None:
+    from hdme_focus.calibration.model import Calibration, CalibrationFileError
+
+    names = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        path = tmp_path / f"w{seed}.safetensors"
+        save_weights(path, build_model("hdme-tiny"), preset="hdme-tiny", sigma_max_px=10.0)
+        names.append(load_estimator(path, device="cpu").name)
+    assert names[0].startswith("hdme-net:hdme-tiny@") and names[0] != names[1]
+    copy = tmp_path / "copy.safetensors"
+    copy.write_bytes((tmp_path / "w0.safetensors").read_bytes())
+    assert load_estimator(copy, device="cpu").name == names[0]  # same weights, same identity
+    cal = Calibration.model_construct(estimator=names[0])
+    assert cal.mismatches(estimator=names[0]) == []
+    with pytest.raises(CalibrationFileError, match="estimator is"):
+        cal.check_matches("cal.json", estimator=names[1])
+
+
 # --------------------------------------------------------------------------- shipped weights
 
 shipped = pytest.mark.skipif(

@@ -11,6 +11,7 @@ training standardises each whole training crop.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from collections.abc import Sequence
@@ -308,6 +309,15 @@ def predict_downscaled(
     return np.asarray(cv2.resize(sig, (w, h), interpolation=cv2.INTER_LINEAR), dtype=np.float32)
 
 
+def weights_digest(path: Path | str, length: int = 12) -> str:
+    """Leading hex digits of the file's SHA-256: which weights, not just which preset."""
+    h = hashlib.sha256()
+    with Path(path).open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:length]
+
+
 def load_estimator(
     name_or_weights: str | Path | None = None, device: str = "auto", **kwargs: Any
 ) -> DefocusEstimator:
@@ -329,10 +339,12 @@ def load_estimator(
 
             return get_baseline(s, **kwargs)
     model, meta = read_weights(path)
+    # the name carries the weights' digest: sweeps and calibrations record it, so a
+    # calibration fitted with one set of weights is refused with another of the same preset
     return HDMEEstimator(
         model,
         sigma_max_px=float(meta["sigma_max_px"]),
-        name=f"hdme-net:{meta.get('preset', 'custom')}",
+        name=f"hdme-net:{meta.get('preset', 'custom')}@{weights_digest(path)}",
         device=device,
         metadata=meta,
         **kwargs,

@@ -70,6 +70,8 @@ STATE_FORMAT = "hdme-focus-autofocus-state"
 RANGE_FRACTION = 0.8  # above this share of the estimator's range, re-estimate downscaled
 COARSE_SWITCH = 0.95  # ... or above this share of the fine curve's calibrated blur range
 TOLERANCE_DOF = 0.5  # "in focus": within +- half the depth of focus
+PROBE_MIN_DOF = 2.5  # probe step limits, in depths of focus (see _probe)
+PROBE_MAX_DOF = 3.0
 SCALE_ERROR = 0.15  # relative error of a blur reading on a scene other than the calibration's
 
 
@@ -597,9 +599,14 @@ def _probe(
     max_step_mm: float,
     readings: list[Reading],
 ) -> float:
-    """One known step towards the prior's side, a second capture, the consistent focus."""
+    """One known step towards the prior's side, a second capture, the consistent focus.
+
+    The step is at least PROBE_MIN_DOF depths of focus: next to focus the V-curve is
+    flat, so a short step would put the second reading where blur says least about
+    distance; a few DOF out, the reading is on the slope and fixes the focus.
+    """
     with run.compute():
-        step = min(max(0.5 * d, 1.0 * dof), 2.0 * dof, max_step_mm)
+        step = min(max(0.5 * d, PROBE_MIN_DOF * dof), PROBE_MAX_DOF * dof, max_step_mm)
         toward = min((z - d, z + d), key=lambda c: abs(c - prior.position_mm))
         sign = 1.0 if toward >= z else -1.0
         if not lo <= z + sign * step <= hi:
