@@ -188,7 +188,10 @@ def autofocus_cmd(
     ),
     verify: bool = typer.Option(False, "--verify", help="Capture after the move; report residual."),
     max_tries: int = typer.Option(
-        1, "--max-tries", help="hdme: move again while the residual exceeds half the DOF."
+        1,
+        "--max-tries",
+        help="hdme: up to N moves; after each a verify capture and, unless surely in focus, "
+        "one capture a few DOF away on the slope of the V-curve (2 captures per extra try).",
     ),
     span: float | None = typer.Option(
         None, "--span", help="brent/sweep: search range in mm centred on the current position."

@@ -17,6 +17,11 @@ strategy:
   consistent with both blur readings. Two captures, two moves.
 - `auto`: `prior` when unambiguous, otherwise `probe`.
 
+`max_tries` > 1 checks and corrects the landing: a verify capture, and when
+that reading is too near focus to place it (the V-curve is flat there), one
+capture a few DOF away on the slope, then a move to the position consistent
+with every reading so far. Each extra try costs up to two captures and two moves.
+
 A candidate outside the soft limits is never chosen, which settles the
 direction on its own. The procedure never moves on a NaN, pixel-saturated,
 out-of-range or low-confidence estimate: it raises AutofocusRefused and the
@@ -550,8 +555,13 @@ def autofocus_hdme(
         result.verified_sigma_px = check.sigma_px
         result.residual_mm = check.distance_mm
         result.in_focus = check.sigma_px <= sigma_tol_px
-        if result.in_focus or result.tries >= opts.max_tries:
+        if result.tries >= opts.max_tries:
             break
+        flat = readings[-1][2] > tol_mm  # next to focus the V is too flat to place it
+        if result.in_focus and not flat:
+            break
+        if flat:
+            _slope_read(run, measure, check.position_mm, readings, dof, lo, hi, safe.max_step_mm)
         with run.compute():
             target, _ = consistent_focus(readings)
             target = min(max(target, lo), hi)
@@ -617,6 +627,35 @@ def _probe(
     with run.compute():
         target, _ = consistent_focus(readings)
     return min(max(target, lo), hi)
+
+
+def _slope_read(
+    run: _Session,
+    measure: Callable[[], Measurement],
+    z: float,
+    readings: list[Reading],
+    dof: float,
+    lo: float,
+    hi: float,
+    max_step_mm: float,
+) -> None:
+    """One capture PROBE_MIN_DOF depths of focus away, on the slope of the V.
+
+    A reading within a DOF or two of focus cannot tell 0.5 px of blur from 1.5 px, so
+    it cannot confirm or correct the landing. The step goes away from the current
+    focus estimate; when the landing is that estimate, either way lands at least
+    PROBE_MIN_DOF minus the landing error from focus, where blur changes with distance.
+    """
+    with run.compute():
+        here = readings[-1][0]  # this position, referred to the fine curve
+        best, _ = consistent_focus(readings)
+        step = min(PROBE_MIN_DOF * dof, max_step_mm)
+        sign = 1.0 if here >= best else -1.0
+        if not lo <= z + sign * step <= hi:
+            sign = -sign
+        at = min(max(z + sign * step, lo), hi)
+    run.move(at)
+    measure()
 
 
 # --------------------------------------------------------------------------- classical
