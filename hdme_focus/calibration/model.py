@@ -15,7 +15,7 @@ import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -91,6 +91,20 @@ class SweepSource(_Strict):
     created: str | None = None
 
 
+def _curve_fields(fit: VCurveFit) -> dict[str, Any]:
+    """The V-curve and its quality, as every persisted curve records them."""
+    return {
+        "z0_mm": fit.z0_mm,
+        "k_px_per_mm": fit.k_px_per_mm,
+        "sigma0_px": fit.sigma0_px,
+        "rmse_px": fit.rmse_px,
+        "r2": fit.r2,
+        "n_points": fit.n_points,
+        "range_mm": fit.range_mm,
+        "sigma_range_px": fit.sigma_range_px,
+    }
+
+
 class CoarseFit(_Strict):
     """The V-curve of blur estimated on frames downscaled by `downscale` (sigma rescaled).
 
@@ -114,17 +128,7 @@ class CoarseFit(_Strict):
 
     @classmethod
     def from_fit(cls, fit: VCurveFit, downscale: float) -> CoarseFit:
-        return cls(
-            downscale=downscale,
-            z0_mm=fit.z0_mm,
-            k_px_per_mm=fit.k_px_per_mm,
-            sigma0_px=fit.sigma0_px,
-            rmse_px=fit.rmse_px,
-            r2=fit.r2,
-            n_points=fit.n_points,
-            range_mm=fit.range_mm,
-            sigma_range_px=fit.sigma_range_px,
-        )
+        return cls(downscale=downscale, **_curve_fields(fit))
 
 
 class RoiCalibration(_Strict):
@@ -179,17 +183,10 @@ class RoiCalibration(_Strict):
         return cls(
             name=name,
             roi=roi,
-            z0_mm=fit.z0_mm,
-            k_px_per_mm=fit.k_px_per_mm,
-            sigma0_px=fit.sigma0_px,
+            **_curve_fields(fit),
             dof_mm=fit.dof_mm,
             z0_stderr_mm=fit.z0_stderr_mm if math.isfinite(fit.z0_stderr_mm) else 1e9,
-            rmse_px=fit.rmse_px,
-            r2=fit.r2,
-            n_points=fit.n_points,
             n_outliers=fit.n_outliers,
-            range_mm=fit.range_mm,
-            sigma_range_px=fit.sigma_range_px,
             object_distance_mm=finite(rel.object_distance_mm) if rel else None,
             k_thin_lens_px_per_mm=finite(rel.k_thin_lens_px_per_mm) if rel else None,
             f_number_fit=finite(rel.f_number_fit) if rel else None,

@@ -618,12 +618,7 @@ def _probe(
     with run.compute():
         step = min(max(0.5 * d, PROBE_MIN_DOF * dof), PROBE_MAX_DOF * dof, max_step_mm)
         toward = min((z - d, z + d), key=lambda c: abs(c - prior.position_mm))
-        sign = 1.0 if toward >= z else -1.0
-        if not lo <= z + sign * step <= hi:
-            sign = -sign
-        probe_at = min(max(z + sign * step, lo), hi)
-    run.move(probe_at)
-    measure()
+    _step_and_read(run, measure, z, step if toward >= z else -step, lo, hi)
     with run.compute():
         target, _ = consistent_focus(readings)
     return min(max(target, lo), hi)
@@ -650,11 +645,21 @@ def _slope_read(
         here = readings[-1][0]  # this position, referred to the fine curve
         best, _ = consistent_focus(readings)
         step = min(PROBE_MIN_DOF * dof, max_step_mm)
-        sign = 1.0 if here >= best else -1.0
-        if not lo <= z + sign * step <= hi:
-            sign = -sign
-        at = min(max(z + sign * step, lo), hi)
-    run.move(at)
+    _step_and_read(run, measure, z, step if here >= best else -step, lo, hi)
+
+
+def _step_and_read(
+    run: _Session,
+    measure: Callable[[], Measurement],
+    z: float,
+    step_mm: float,
+    lo: float,
+    hi: float,
+) -> None:
+    """Move by step_mm (the other way if that leaves the soft limits), then capture."""
+    if not lo <= z + step_mm <= hi:
+        step_mm = -step_mm
+    run.move(min(max(z + step_mm, lo), hi))
     measure()
 
 
