@@ -205,6 +205,14 @@ def _plane(sigma_px: float, seed: int) -> np.ndarray:
     return render.quantize(noisy, 12)
 
 
+def test_shipped_presets_load_by_name_and_untrained_ones_say_how_to_get_them() -> None:
+    tiny = load_estimator("hdme-tiny", device="cpu")  # ships beside the default
+    assert tiny.name.startswith("hdme-net:hdme-tiny@")
+    assert tiny.predict(_texture(40, 56)).shape == (40, 56)
+    with pytest.raises(WeightsError, match="hdme-focus train --preset hdme-w48"):
+        load_estimator("hdme-w48", device="cpu")
+
+
 @shipped
 def test_shipped_weights_load_and_describe_themselves() -> None:
     est = load_estimator(device="cpu")

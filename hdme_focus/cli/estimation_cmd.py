@@ -78,7 +78,9 @@ def estimate_cmd(
     images: list[Path] = typer.Argument(..., help="Image files (PNG, TIFF, JPEG...)."),
     out: Path = typer.Option(..., "--out", help="Output directory."),
     estimator: str | None = typer.Option(
-        None, "--estimator", help="hdme-net (default) or a baseline name, e.g. reblur."
+        None,
+        "--estimator",
+        help="hdme-net (default, hdme-lite), hdme-tiny, or a baseline name, e.g. reblur.",
     ),
     weights: Path | None = typer.Option(None, "--weights", help="HDME-Net weights (.safetensors)."),
     downscale: float = typer.Option(

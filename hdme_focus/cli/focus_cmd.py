@@ -32,7 +32,8 @@ EXIT_REFUSED = 4
 EstimatorOption = typer.Option(
     "default",
     "--estimator",
-    help="'default' (shipped HDME-Net or paths.weights), a weights file, or a baseline name.",
+    help="'default' (shipped hdme-lite or paths.weights), 'hdme-tiny' (shipped, faster), "
+    "a weights file, or a baseline name.",
 )
 DeviceOption = typer.Option("auto", "--device", help="Estimator device: auto, cpu, cuda.")
 CalibrationOption = typer.Option(

@@ -34,6 +34,7 @@ from hdme_focus.estimation.base import (
 )
 from hdme_focus.estimation.model import (
     DEFAULT_PRESET,
+    PRESETS,
     HDMENet,
     HDMENetConfig,
     build_model,
@@ -43,7 +44,6 @@ from hdme_focus.estimation.model import (
 
 WEIGHTS_FORMAT = "hdme-focus-weights/1"
 NORMALIZATION = "per-frame-standardize"
-DEFAULT_WEIGHTS_NAME = f"{DEFAULT_PRESET}.safetensors"
 DEFAULT_TILE_PX = 512
 DEFAULT_OVERLAP_PX = 64
 
@@ -137,7 +137,12 @@ def read_weights(path: Path | str) -> tuple[HDMENet, dict[str, str]]:
 
 def default_weights_path() -> Path:
     """The weights shipped inside the package."""
-    return Path(str(resources.files("hdme_focus.estimation") / "weights" / DEFAULT_WEIGHTS_NAME))
+    return shipped_weights_path(DEFAULT_PRESET)
+
+
+def shipped_weights_path(preset: str) -> Path:
+    """Where the package keeps trained weights of a preset (the file may not exist)."""
+    return Path(str(resources.files("hdme_focus.estimation") / "weights" / f"{preset}.safetensors"))
 
 
 # --------------------------------------------------------------------------- devices
@@ -321,7 +326,8 @@ def weights_digest(path: Path | str, length: int = 12) -> str:
 def load_estimator(
     name_or_weights: str | Path | None = None, device: str = "auto", **kwargs: Any
 ) -> DefocusEstimator:
-    """None: the shipped default; a path to .safetensors; or a baseline name (e.g. 'reblur')."""
+    """None: the shipped default; a path to .safetensors; a shipped preset ('hdme-tiny');
+    or a baseline name (e.g. 'reblur')."""
     if name_or_weights is None:
         path = default_weights_path()
         if not path.is_file():
@@ -332,8 +338,15 @@ def load_estimator(
         s = str(name_or_weights)
         if s.endswith(".safetensors") or Path(s).is_file():
             path = Path(s)
-        elif s in ("hdme", "hdme-net", DEFAULT_PRESET):
+        elif s in ("hdme", "hdme-net"):
             path = default_weights_path()
+        elif s in PRESETS:
+            path = shipped_weights_path(s)
+            if not path.is_file():
+                raise WeightsError(
+                    f"no trained weights of {s} ship with this package; train them with "
+                    f"`hdme-focus train --preset {s}` and pass the exported file"
+                )
         else:
             from hdme_focus.estimation.baselines import get_baseline  # lazy: baselines are optional
 
