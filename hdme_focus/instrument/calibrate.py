@@ -9,10 +9,12 @@ usable nothing is saved and the error says what to record instead.
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -24,6 +26,7 @@ from hdme_focus.calibration.model import (
     SweepSource,
     build_calibration,
 )
+from hdme_focus.drivers.base import Frame
 from hdme_focus.estimation.base import DefocusEstimator, roi_sigma, to_gray_float
 from hdme_focus.instrument.records import SweepRecord, load_sweep, roi_column
 
@@ -60,34 +63,38 @@ def sweep_sigmas(
             f"{record.directory}: the sweep has no {SIGMA} columns; record it with "
             "`hdme-focus sweep --estimator default` or let calibrate estimate the frames"
         )
+    out = _roi_sigmas(record, lambda f: estimator.predict(f.image, f.bit_depth), progress)
+    return out, str(getattr(estimator, "name", type(estimator).__name__))
+
+
+def _roi_sigmas(
+    record: SweepRecord,
+    predict: Callable[[Frame], NDArray[np.float32]],
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, NDArray[np.float64]]:
+    """Per-ROI robust blur of every frame of a sweep, from a frame -> sigma map function."""
+    rois = record.rois
     out = {n: np.full(len(record), np.nan) for n in rois}
     for i in range(len(record)):
         frame = record.read_frame(i)
-        sig = estimator.predict(frame.image, frame.bit_depth)
+        sig = predict(frame)
         gray = to_gray_float(frame.image, frame.bit_depth)
         for n, roi in rois.items():
             out[n][i] = roi_sigma(sig, gray, roi.as_tuple()).sigma_px
         if progress is not None:
             progress(i + 1, len(record))
-    return out, str(getattr(estimator, "name", type(estimator).__name__))
+    return out
 
 
 def coarse_sigmas(
     record: SweepRecord, estimator: DefocusEstimator, downscale: float = COARSE_DOWNSCALE
 ) -> dict[str, NDArray[np.float64]] | None:
     """Per-ROI blur estimated on downscaled frames; None if the estimator cannot downscale."""
-    rois = record.rois
-    out = {n: np.full(len(record), np.nan) for n in rois}
-    for i in range(len(record)):
-        frame = record.read_frame(i)
-        try:
-            sig = estimator.predict(frame.image, frame.bit_depth, downscale=downscale)  # type: ignore[call-arg]
-        except TypeError:
-            return None
-        gray = to_gray_float(frame.image, frame.bit_depth)
-        for n, roi in rois.items():
-            out[n][i] = roi_sigma(sig, gray, roi.as_tuple()).sigma_px
-    return out
+    params = inspect.signature(estimator.predict).parameters.values()
+    if not any(p.name == "downscale" or p.kind is p.VAR_KEYWORD for p in params):
+        return None
+    predict: Any = estimator.predict  # the protocol does not declare `downscale`
+    return _roi_sigmas(record, lambda f: predict(f.image, f.bit_depth, downscale=downscale))
 
 
 def _fit_coarse(
