@@ -37,10 +37,12 @@ import numpy as np
 import torch
 
 from hdme_focus.config import CameraConfig, InstrumentConfig, SceneConfig, StageConfig
+from hdme_focus.core.frame import to_gray_float
+from hdme_focus.core.roi import Roi
 from hdme_focus.drivers.base import SafeStage
 from hdme_focus.drivers.replay import ReplayCamera, ReplayStage, load_recording
 from hdme_focus.drivers.sim import SimClock
-from hdme_focus.estimation.base import DefocusEstimator, to_gray_float
+from hdme_focus.estimation.base import DefocusEstimator
 from hdme_focus.estimation.estimator import load_estimator
 from hdme_focus.focus_measures import focus_measures
 from hdme_focus.instrument.autofocus import (
@@ -62,7 +64,6 @@ from hdme_focus.instrument.demo import (
 )
 from hdme_focus.instrument.devices import Instrument, open_instrument
 from hdme_focus.instrument.sweep import default_rois, plan_positions, run_sweep
-from hdme_focus.roi import Roi
 from hdme_focus.textures import SCENE_TEXTURES
 
 ROOT = Path(__file__).resolve().parents[1]

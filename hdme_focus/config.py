@@ -13,6 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from hdme_focus.core.errors import UsageError
 from hdme_focus.optics import ThinLens
 
 StageDriver = Literal["sim", "replay", "gcode", "zaber", "apt"]
@@ -20,7 +21,7 @@ CameraDriver = Literal["sim", "replay", "opencv", "genicam"]
 SceneName = Literal["letters", "tilted", "slide", "image"]
 
 
-class ConfigError(ValueError):
+class ConfigError(UsageError):
     """A user-fixable problem in the instrument file; str() is the one-line message."""
 
 

@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from hdme_focus.roi import Roi
+from hdme_focus.core.roi import Roi
 
 F32 = NDArray[np.float32]
 

@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 from hdme_focus.calibration.model import Calibration
 from hdme_focus.cli import _register, app
 from hdme_focus.config import CameraConfig, InstrumentConfig, PathsConfig, SceneConfig, to_toml
+from hdme_focus.core.roi import Roi
 from hdme_focus.estimation.estimator import default_weights_path
 from hdme_focus.instrument import devices
 from hdme_focus.instrument.autofocus import (
@@ -29,7 +30,6 @@ from hdme_focus.instrument.autofocus import (
     state_path,
 )
 from hdme_focus.instrument.devices import Instrument, open_instrument
-from hdme_focus.roi import Roi
 
 _register()
 runner = CliRunner()
@@ -259,7 +259,7 @@ def test_nan_estimate_is_refused(inst: Instrument, cal: Calibration) -> None:
 def test_roi_outside_the_frame_is_refused_before_moving(inst: Instrument, cal: Calibration) -> None:
     _go(inst, 1.2)
     roi = Roi(180, 10, 40, 40)
-    from hdme_focus.roi import RoiError
+    from hdme_focus.core.roi import RoiError
 
     with pytest.raises(RoiError, match="outside the 192x144 frame"):
         autofocus_hdme(inst, roi, OracleEstimator(inst.camera, (0, 0, 1, 1)), cal)  # type: ignore[arg-type]

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
+from hdme_focus.core.frame import ImageInputError
 from hdme_focus.estimation import load_estimator
-from hdme_focus.estimation.base import EstimationInputError
 from hdme_focus.estimation.estimator import (
     HDMEEstimator,
     WeightsError,
@@ -96,7 +96,7 @@ def test_downscale_keeps_size_and_scales_sigma(weights: Path) -> None:
     img = _texture(64, 80, 6)
     sig = predict_downscaled(est, img, 2.0)
     assert sig.shape == (64, 80)
-    with pytest.raises(EstimationInputError):
+    with pytest.raises(ImageInputError):
         est.predict(img, downscale=0.5)  # type: ignore[call-arg]
 
 
@@ -152,7 +152,7 @@ def test_missing_weights_file_is_file_not_found(tmp_path: Path) -> None:
 
 def test_empty_image_is_a_clear_error(weights: Path) -> None:
     est = load_estimator(weights, device="cpu")
-    with pytest.raises(EstimationInputError):
+    with pytest.raises(ImageInputError):
         est.predict(np.zeros((0, 0), np.float32))
 
 

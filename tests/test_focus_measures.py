@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from skimage import data, transform
 
+from hdme_focus.core.roi import Roi, RoiError
 from hdme_focus.focus_measures import (
     DEFAULT_MEASURES,
     best_index,
@@ -13,7 +14,6 @@ from hdme_focus.focus_measures import (
     normalise_curve,
 )
 from hdme_focus.render import blur_uniform
-from hdme_focus.roi import Roi, RoiError
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from hdme_focus.config import InstrumentConfig
-from hdme_focus.drivers.base import Frame
+from hdme_focus.core.frame import Frame
+from hdme_focus.core.roi import Roi
 from hdme_focus.instrument.records import (
     RecordError,
     SweepExistsError,
@@ -19,7 +20,6 @@ from hdme_focus.instrument.records import (
     load_sweep,
     read_frame,
 )
-from hdme_focus.roi import Roi
 
 COLUMNS = ["index", "position_mm", "time_s", "frame", "A_lap_var", "A_sigma_px"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hdme_focus.roi import Roi, RoiError, parse_roi
+from hdme_focus.core.roi import Roi, RoiError, parse_roi
 
 
 def test_parse_roi_reads_x_y_w_h() -> None:

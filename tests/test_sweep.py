@@ -12,11 +12,11 @@ from typer.testing import CliRunner
 
 from hdme_focus.cli import _register, app
 from hdme_focus.config import ConfigError, InstrumentConfig
+from hdme_focus.core.roi import Roi, RoiError
 from hdme_focus.drivers.base import DeviceError, MotionRefused, StageFault
 from hdme_focus.instrument.devices import Instrument, open_instrument
 from hdme_focus.instrument.records import SweepExistsError, load_sweep
 from hdme_focus.instrument.sweep import default_rois, plan_positions, run_sweep
-from hdme_focus.roi import Roi, RoiError
 
 STEP_MM = 0.1
 SMALL = {"camera": {"width_px": 160, "height_px": 120}}

@@ -13,7 +13,7 @@ from numpy.typing import NDArray
 from pydantic import ValidationError
 from scipy import ndimage
 
-from hdme_focus.estimation.base import EstimationInputError
+from hdme_focus.core.frame import ImageInputError
 from hdme_focus.estimation.sources import load_named_sources, load_source_images, split_names
 from hdme_focus.estimation.synthesis import (
     MapWeights,
@@ -274,7 +274,7 @@ def test_split_respects_fraction_and_forced_names() -> None:
     train, held = split_names(names, 0.25, seed=3, forced_heldout=("im5",))
     assert len(held) == 2 and "im5" in held and not set(train) & set(held)
     assert split_names(names, 0.0, seed=3) == (names, [])
-    with pytest.raises(EstimationInputError, match="none left for training"):
+    with pytest.raises(ImageInputError, match="none left for training"):
         split_names(["only"], 0.5, seed=0)
 
 
@@ -287,7 +287,7 @@ def test_folder_sources(tmp_path: Path) -> None:
     assert len(train) == 2 and len(held) == 1
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(EstimationInputError, match="no readable images"):
+    with pytest.raises(ImageInputError, match="no readable images"):
         load_source_images(empty)
     with pytest.raises(FileNotFoundError):
         load_source_images(tmp_path / "missing")

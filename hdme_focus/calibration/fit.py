@@ -24,6 +24,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy.optimize import least_squares
 
+from hdme_focus.core.errors import UsageError
 from hdme_focus.optics import SQRT2, ThinLens, object_distance_mm
 
 Side = Literal["near", "far"]
@@ -34,7 +35,7 @@ MIN_R2 = 0.9
 DOF_SIGMA_PX = 0.5  # blur tolerance on each side of focus that defines the DOF
 
 
-class CalibrationError(ValueError):
+class CalibrationError(UsageError):
     """A fit that must not be used; str() says what is wrong and what to record instead."""
 
 

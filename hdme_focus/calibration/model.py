@@ -12,7 +12,6 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import math
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -26,6 +25,9 @@ from hdme_focus.calibration.fit import (
     defocus_distance_mm,
     relate_to_thin_lens,
 )
+from hdme_focus.core.atomic import write_text_atomic
+from hdme_focus.core.errors import UsageError
+from hdme_focus.core.roi import Roi
 from hdme_focus.optics import ThinLens
 
 FORMAT: Literal["hdme-focus-calibration"] = "hdme-focus-calibration"
@@ -35,7 +37,7 @@ RECALIBRATE = "record a sweep (`hdme-focus sweep`) and run `hdme-focus calibrate
 Box = tuple[int, int, int, int]
 
 
-class CalibrationFileError(ValueError):
+class CalibrationFileError(UsageError):
     """A calibration file that cannot be used here; str() names the file and the fix."""
 
 
@@ -194,15 +196,6 @@ class RoiCalibration(_Strict):
         )
 
 
-def _overlap(a: Box, b: Box) -> float:
-    """Intersection over the area of `a`."""
-    ax, ay, aw, ah = a
-    bx, by, bw, bh = b
-    w = max(0, min(ax + aw, bx + bw) - max(ax, bx))
-    h = max(0, min(ay + ah, by + bh) - max(ay, by))
-    return (w * h) / float(aw * ah) if aw * ah > 0 else 0.0
-
-
 class Calibration(_Strict):
     """Everything needed to turn a blur into a stage distance on one instrument."""
 
@@ -270,7 +263,8 @@ class Calibration(_Strict):
         region's focus is then only known to lie somewhere among them.
         """
         if roi is not None:
-            scored = [(_overlap(roi, r.roi), r) for r in self.rois if r.roi is not None]
+            region = Roi(*roi)
+            scored = [(region.covered_by(r.roi), r) for r in self.rois if r.roi is not None]
             if scored:
                 frac, best = max(scored, key=lambda t: t[0])
                 if frac > 0:
@@ -305,12 +299,7 @@ class Calibration(_Strict):
     # -- persistence
     def save(self, path: Path | str) -> Path:
         """Write atomically (a reader never sees half a file)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(self.model_dump_json(indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
-        return path
+        return write_text_atomic(path, self.model_dump_json(indent=2) + "\n")
 
     # -- compatibility
     def mismatches(

@@ -89,7 +89,7 @@ def estimate_cmd(
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, mps."),
 ) -> None:
     """Write <stem>.sigma.tiff (float32 sigma in px) and <stem>.sigma.png for each IMAGE."""
-    from hdme_focus.estimation.base import EstimationInputError
+    from hdme_focus.core.frame import ImageInputError
     from hdme_focus.estimation.estimator import WeightsError, load_estimator, predict_downscaled
     from hdme_focus.estimation.sources import read_image
 
@@ -99,7 +99,7 @@ def estimate_cmd(
         raise UserError("--weights applies to hdme-net only; drop --estimator or --weights")
     try:
         est = load_estimator(weights if weights is not None else estimator, device=device)
-    except (WeightsError, EstimationInputError) as exc:
+    except (WeightsError, ImageInputError) as exc:
         raise UserError(str(exc)) from None
     except (KeyError, ValueError) as exc:
         raise UserError(str(exc)) from None
@@ -114,7 +114,7 @@ def estimate_cmd(
             continue
         try:
             sigma = predict_downscaled(est, gray, downscale)
-        except EstimationInputError as exc:
+        except ImageInputError as exc:
             err_console.print(f"[bold red]error:[/] {path}: {exc}, skipped")
             failed += 1
             continue

@@ -52,7 +52,8 @@ def evaluate_cmd(
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, mps."),
 ) -> None:
     """MAE/MSE of sigma/sigma_max, AbsRel, RMSE, delta<1.25^k: all, textured, per sigma bin."""
-    from hdme_focus.estimation.base import DefocusEstimator, EstimationInputError
+    from hdme_focus.core.frame import ImageInputError
+    from hdme_focus.estimation.base import DefocusEstimator
     from hdme_focus.estimation.evaluate import (
         evaluate,
         render_table,
@@ -73,7 +74,7 @@ def evaluate_cmd(
         else:
             with console.status(f"building the held-out test set ({n} images)"):
                 data = standard_test_set(n, crop_px, out, source_dir)
-    except (EstimationInputError, ValueError) as exc:
+    except (ImageInputError, ValueError) as exc:
         raise UserError(str(exc)) from None
     smax = float(data["sigma_max_px"]) if "sigma_max_px" in data else 10.0
     with console.status(f"evaluating {est.name} on {len(data['images'])} images"):

@@ -51,16 +51,16 @@ def _user_errors() -> tuple[type[Exception], ...]:
     """Domain errors whose message is already the one line a user needs."""
     from hdme_focus.calibration.fit import CalibrationError
     from hdme_focus.calibration.model import CalibrationFileError
+    from hdme_focus.core.frame import ImageInputError
+    from hdme_focus.core.roi import RoiError
     from hdme_focus.drivers.replay import ReplayError
-    from hdme_focus.estimation.base import EstimationInputError
     from hdme_focus.instrument.records import RecordError
-    from hdme_focus.roi import RoiError
 
     return (
         CalibrationError,
         CalibrationFileError,
         ReplayError,
-        EstimationInputError,
+        ImageInputError,
         RecordError,
         RoiError,
     )
@@ -217,9 +217,9 @@ def autofocus_cmd(
     the side by --direction. The last successful focus per ROI is kept in
     <paths.output_dir>/autofocus-state.json and serves as the `prior`.
     """
+    from hdme_focus.core.roi import parse_roi
     from hdme_focus.instrument import autofocus as af
     from hdme_focus.instrument.devices import open_instrument
-    from hdme_focus.roi import parse_roi
 
     cfg = get_config(config)
     if method not in af.METHODS:

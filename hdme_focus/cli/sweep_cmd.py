@@ -21,8 +21,8 @@ from hdme_focus.cli import (
     handle_errors,
 )
 from hdme_focus.config import InstrumentConfig
+from hdme_focus.core.roi import Roi, RoiError, parse_roi
 from hdme_focus.focus_measures import DEFAULT_MEASURES, best_index
-from hdme_focus.roi import Roi, RoiError, parse_roi
 
 
 def _range(

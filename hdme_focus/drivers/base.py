@@ -12,17 +12,12 @@ import math
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
-import numpy as np
-from numpy.typing import NDArray
+from hdme_focus.core.errors import DeviceError
+from hdme_focus.core.frame import Frame
 
 # --------------------------------------------------------------------------- errors
-
-
-class DeviceError(RuntimeError):
-    """Base class of everything a stage or camera can report; str() is user-facing."""
 
 
 class MotionRefused(DeviceError):
@@ -92,27 +87,6 @@ class Stage(Protocol):
         ...
 
     def close(self) -> None: ...
-
-
-@dataclass(frozen=True)
-class Frame:
-    """One captured image and where and when it was taken."""
-
-    image: NDArray[Any]
-    exposure_ms: float
-    timestamp_s: float
-    position_mm: float = math.nan
-    bit_depth: int = 8
-    meta: dict[str, Any] = field(default_factory=dict)
-
-    def as_float(self) -> NDArray[np.float32]:
-        """Gray image scaled to [0, 1] by the bit depth (colour averaged)."""
-        img = self.image.astype(np.float32)
-        if img.ndim == 3:
-            img = img.mean(axis=2)
-        if np.issubdtype(self.image.dtype, np.integer):
-            img /= float(2**self.bit_depth - 1)
-        return img
 
 
 @runtime_checkable

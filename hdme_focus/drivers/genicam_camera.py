@@ -19,7 +19,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from hdme_focus.config import CameraConfig, ConfigError
-from hdme_focus.drivers.base import CameraError, Clock, Frame, RealClock
+from hdme_focus.core.frame import Frame
+from hdme_focus.drivers.base import CameraError, Clock, RealClock
 from hdme_focus.drivers.opencv_camera import AppliedSetting, average
 
 log = logging.getLogger(__name__)

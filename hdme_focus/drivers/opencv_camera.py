@@ -22,7 +22,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from hdme_focus.config import CameraConfig
-from hdme_focus.drivers.base import CameraError, Clock, Frame, RealClock
+from hdme_focus.core.frame import Frame
+from hdme_focus.drivers.base import CameraError, Clock, RealClock
 
 log = logging.getLogger(__name__)
 

@@ -31,7 +31,9 @@ import tifffile
 from numpy.typing import NDArray
 
 from hdme_focus.config import ConfigError, InstrumentConfig
-from hdme_focus.drivers.base import Clock, Frame, MotionRefused
+from hdme_focus.core.errors import UsageError
+from hdme_focus.core.frame import Frame
+from hdme_focus.drivers.base import Clock, MotionRefused
 from hdme_focus.drivers.sim import SimClock
 
 SWEEP_MANIFEST = "sweep.json"
@@ -40,7 +42,7 @@ POSITIONS_CSV = "positions.csv"
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
 
 
-class ReplayError(ValueError):
+class ReplayError(UsageError):
     """A recording that cannot be replayed; str() names the file and the fix."""
 
 

@@ -13,11 +13,7 @@ import cv2
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-F32 = NDArray[np.float32]
-
-
-class EstimationInputError(ValueError):
-    """The image cannot be estimated on (empty, wrong shape, non-finite); str() is user-facing."""
+from hdme_focus.core.frame import F32, ImageInputError, saturation_mask
 
 
 @runtime_checkable
@@ -27,43 +23,6 @@ class DefocusEstimator(Protocol):
     def predict(self, image: ArrayLike, bit_depth: int | None = None) -> F32:
         """HxW float32 blur sigma in pixels for a gray or RGB frame of any dtype."""
         ...
-
-
-def to_gray_float(image: ArrayLike, bit_depth: int | None = None) -> F32:
-    """Gray float32 in [0, 1]: uint8 / 255, uint16 / (2^bit_depth - 1), floats as given.
-
-    RGB(A) is converted with luminance weights. Raises EstimationInputError on
-    empty or non-finite input.
-    """
-    arr = np.asarray(image)
-    if arr.size == 0 or arr.ndim not in (2, 3):
-        raise EstimationInputError(
-            f"expected a 2-D gray or 3-D colour image, got shape {arr.shape}"
-        )
-    if arr.ndim == 3:
-        if arr.shape[2] == 1:
-            arr = arr[..., 0]
-        elif arr.shape[2] in (3, 4):
-            rgb = arr[..., :3].astype(np.float32)
-            arr = rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
-            arr = (
-                arr.astype(np.float32)
-                if np.issubdtype(np.asarray(image).dtype, np.floating)
-                else arr
-            )
-        else:
-            raise EstimationInputError(f"expected 1, 3 or 4 channels, got {arr.shape[2]}")
-    src_dtype = np.asarray(image).dtype
-    out = arr.astype(np.float32)
-    if np.issubdtype(src_dtype, np.integer):
-        if bit_depth is None:
-            bit_depth = 8 if src_dtype == np.uint8 else 16
-        out /= float(2**bit_depth - 1)
-    if not np.all(np.isfinite(out)):
-        raise EstimationInputError("image contains NaN or infinite values")
-    if min(out.shape) < 8:
-        raise EstimationInputError(f"image too small to estimate defocus: {out.shape}")
-    return out
 
 
 def texture_mask(
@@ -79,11 +38,6 @@ def texture_mask(
     sq = cv2.blur(g * g, (window_px, window_px))
     std = np.sqrt(np.clip(sq - mean * mean, 0.0, None))
     return np.asarray(std > threshold)
-
-
-def saturation_mask(gray01: ArrayLike, level: float = 0.995) -> NDArray[np.bool_]:
-    """Pixels at or above the clipping level, whose blur cannot be trusted."""
-    return np.asarray(np.asarray(gray01) >= level)
 
 
 @dataclass(frozen=True)
@@ -118,7 +72,7 @@ def roi_sigma(
         sig = sig[y : y + h, x : x + w]
         g = g[y : y + h, x : x + w]
     if sig.size == 0:
-        raise EstimationInputError(f"ROI {roi} is empty")
+        raise ImageInputError(f"ROI {roi} is empty")
     sat = saturation_mask(g)
     use = texture_mask(g) & ~sat & np.isfinite(sig)
     frac = float(use.mean())

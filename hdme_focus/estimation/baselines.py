@@ -32,7 +32,8 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from hdme_focus import render
-from hdme_focus.estimation.base import F32, DefocusEstimator, to_gray_float
+from hdme_focus.core.frame import to_gray_float
+from hdme_focus.estimation.base import F32, DefocusEstimator
 
 BASELINES: tuple[str, ...] = ("reblur", "focus-measure")
 

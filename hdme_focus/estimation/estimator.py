@@ -25,13 +25,9 @@ import torch
 import torch.nn.functional as F
 from numpy.typing import ArrayLike, NDArray
 
-from hdme_focus.estimation.base import (
-    F32,
-    DefocusEstimator,
-    EstimationInputError,
-    saturation_mask,
-    to_gray_float,
-)
+from hdme_focus.core.errors import UsageError
+from hdme_focus.core.frame import F32, ImageInputError, saturation_mask, to_gray_float
+from hdme_focus.estimation.base import DefocusEstimator
 from hdme_focus.estimation.model import (
     DEFAULT_PRESET,
     PRESETS,
@@ -48,7 +44,7 @@ DEFAULT_TILE_PX = 512
 DEFAULT_OVERLAP_PX = 64
 
 
-class WeightsError(ValueError):
+class WeightsError(UsageError):
     """A weights file that cannot be used; str() is one user-facing line."""
 
 
@@ -153,7 +149,7 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if str(device) != "auto":
         dev = torch.device(device)
         if dev.type == "cuda" and not torch.cuda.is_available():
-            raise EstimationInputError(
+            raise ImageInputError(
                 "device 'cuda' requested but no CUDA GPU is available; use --device cpu"
             )
         return dev
@@ -231,7 +227,7 @@ class HDMEEstimator:
     ) -> list[F32]:
         """Predict several frames; equal-sized frames share forward passes."""
         if downscale < 1.0:
-            raise EstimationInputError(f"downscale must be >= 1, got {downscale}")
+            raise ImageInputError(f"downscale must be >= 1, got {downscale}")
         grays = [to_gray_float(im, bit_depth) for im in images]
         out: list[F32 | None] = [None] * len(grays)
         by_shape: dict[tuple[int, ...], list[int]] = {}
@@ -298,7 +294,7 @@ def predict_downscaled(
 ) -> F32:
     """Any estimator on the frame resized by 1/k, sigma scaled back by k (blur beyond its range)."""
     if downscale < 1.0:
-        raise EstimationInputError(f"downscale must be >= 1, got {downscale}")
+        raise ImageInputError(f"downscale must be >= 1, got {downscale}")
     if isinstance(estimator, HDMEEstimator):
         return estimator.predict(image, bit_depth=bit_depth, downscale=downscale)
     gray = to_gray_float(image, bit_depth)

@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from hdme_focus.estimation.base import EstimationInputError, to_gray_float
+from hdme_focus.core.frame import ImageInputError, to_gray_float
 from hdme_focus.textures import SCENE_TEXTURES
 
 F32 = NDArray[np.float32]
@@ -80,7 +80,7 @@ def read_image(path: Path) -> F32 | None:
         raw = cv2.cvtColor(raw, cv2.COLOR_BGRA2RGB if raw.shape[2] == 4 else cv2.COLOR_BGR2RGB)
     try:
         return to_gray_float(raw)
-    except EstimationInputError:
+    except ImageInputError:
         return None
 
 
@@ -92,7 +92,7 @@ def _folder_images(folder: Path) -> list[tuple[str, F32]]:
         if p.suffix.lower() in IMAGE_SUFFIXES and (img := read_image(p)) is not None:
             out.append((p.name, img))
     if not out:
-        raise EstimationInputError(
+        raise ImageInputError(
             f"no readable images ({', '.join(IMAGE_SUFFIXES)}) in {folder}; "
             "put at least two photos there or leave the folder out to use the bundled ones"
         )
@@ -119,7 +119,7 @@ def split_names(
         heldout += [rest[i] for i in sorted(pick)]
     train = [n for n in names if n not in heldout]
     if not train:
-        raise EstimationInputError(
+        raise ImageInputError(
             f"only {len(names)} source image(s): none left for training after holding "
             f"out {len(heldout)}; add images or use heldout_fraction=0"
         )

@@ -41,7 +41,6 @@ import dataclasses
 import datetime as _dt
 import json
 import math
-import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -54,16 +53,13 @@ from numpy.typing import NDArray
 from scipy.optimize import minimize_scalar
 
 from hdme_focus.calibration.model import Calibration, CoarseFit, RoiCalibration
-from hdme_focus.drivers.base import Frame
-from hdme_focus.estimation.base import (
-    DefocusEstimator,
-    RoiSigma,
-    roi_sigma,
-    to_gray_float,
-)
+from hdme_focus.core.atomic import write_json_atomic
+from hdme_focus.core.errors import RefusedError
+from hdme_focus.core.frame import Frame, to_gray_float
+from hdme_focus.core.roi import Roi
+from hdme_focus.estimation.base import DefocusEstimator, RoiSigma, roi_sigma
 from hdme_focus.focus_measures import focus_measures
 from hdme_focus.instrument.devices import Instrument
-from hdme_focus.roi import Roi
 
 Method = Literal["hdme", "brent", "sweep"]
 Strategy = Literal["auto", "prior", "probe"]
@@ -80,7 +76,7 @@ PROBE_MAX_DOF = 3.0
 SCALE_ERROR = 0.15  # relative error of a blur reading on a scene other than the calibration's
 
 
-class AutofocusRefused(RuntimeError):
+class AutofocusRefused(RefusedError):
     """Autofocus stopped without moving further; str() says why and what to do.
 
     `result` holds what was done up to that point (captures, position).
@@ -343,19 +339,8 @@ def save_focus(path: Path | None, roi: Roi, position_mm: float, keep: int = 32) 
             "time": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         }
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
     data = {"format": STATE_FORMAT, "version": 1, "entries": entries[-keep:]}
-    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def _overlap(a: tuple[int, int, int, int], b: Sequence[int]) -> float:
-    ax, ay, aw, ah = a
-    bx, by, bw, bh = (int(v) for v in b)
-    w = max(0, min(ax + aw, bx + bw) - max(ax, bx))
-    h = max(0, min(ay + ah, by + bh) - max(ay, by))
-    return (w * h) / float(max(aw * ah, 1))
+    write_json_atomic(path, data)
 
 
 def choose_prior(
@@ -372,8 +357,8 @@ def choose_prior(
     if larger.
     """
     dof = roi_cal.dof_mm
-    best = max(state, key=lambda e: _overlap(roi.as_tuple(), e["roi"]), default=None)
-    if best is not None and _overlap(roi.as_tuple(), best["roi"]) >= 0.5:
+    best = max(state, key=lambda e: roi.covered_by(e["roi"]), default=None)
+    if best is not None and roi.covered_by(best["roi"]) >= 0.5:
         u = uncertainty_mm if uncertainty_mm is not None else 0.5 * dof
         return Prior(float(best["position_mm"]), u, "last-focus")
     # an uncovered ROI gets the all-regions summary, whose stderr is the z0 spread

@@ -26,8 +26,8 @@ from hdme_focus.calibration.model import (
     SweepSource,
     build_calibration,
 )
-from hdme_focus.drivers.base import Frame
-from hdme_focus.estimation.base import DefocusEstimator, roi_sigma, to_gray_float
+from hdme_focus.core.frame import Frame, to_gray_float
+from hdme_focus.estimation.base import DefocusEstimator, roi_sigma
 from hdme_focus.instrument.records import SweepRecord, load_sweep, roi_column
 
 SIGMA = "sigma_px"

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from hdme_focus.config import ConfigError, InstrumentConfig
+from hdme_focus.core.roi import Roi
 from hdme_focus.estimation.base import DefocusEstimator
 from hdme_focus.instrument.autofocus import (
     AutofocusRefused,
@@ -39,7 +40,6 @@ from hdme_focus.instrument.devices import Instrument, open_instrument
 from hdme_focus.instrument.plots import plot_sweep
 from hdme_focus.instrument.records import load_sweep
 from hdme_focus.instrument.sweep import default_rois, plan_positions, run_sweep
-from hdme_focus.roi import Roi
 
 Say = Callable[[str], None]
 

@@ -28,13 +28,8 @@ from numpy.typing import NDArray
 
 from hdme_focus.calibration.fit import Side, focus_position_map_mm, object_distance_now_mm
 from hdme_focus.calibration.model import Calibration
-from hdme_focus.drivers.base import Frame
-from hdme_focus.estimation.base import (
-    DefocusEstimator,
-    saturation_mask,
-    texture_mask,
-    to_gray_float,
-)
+from hdme_focus.core.frame import Frame, saturation_mask, to_gray_float
+from hdme_focus.estimation.base import DefocusEstimator, texture_mask
 from hdme_focus.instrument.devices import Instrument
 
 F32 = NDArray[np.float32]

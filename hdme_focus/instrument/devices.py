@@ -16,7 +16,8 @@ from types import TracebackType
 from typing import Any
 
 from hdme_focus.config import ConfigError, InstrumentConfig
-from hdme_focus.drivers.base import Camera, Clock, Frame, RealClock, SafeStage, Stage
+from hdme_focus.core.frame import Frame
+from hdme_focus.drivers.base import Camera, Clock, RealClock, SafeStage, Stage
 
 
 @dataclass

@@ -35,8 +35,10 @@ import tifffile
 from numpy.typing import NDArray
 
 from hdme_focus.config import InstrumentConfig
-from hdme_focus.drivers.base import Frame
-from hdme_focus.roi import Roi
+from hdme_focus.core.atomic import fsync_dir, write_json_atomic
+from hdme_focus.core.errors import UsageError
+from hdme_focus.core.frame import Frame
+from hdme_focus.core.roi import Roi
 
 FORMAT = "hdme-focus-sweep"
 FORMAT_VERSION = 1
@@ -48,7 +50,7 @@ BASE_COLUMNS: tuple[str, ...] = ("index", "position_mm", "time_s", "frame")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
-class RecordError(ValueError):
+class RecordError(UsageError):
     """A sweep directory that cannot be written or read; str() names the path and the fix."""
 
 
@@ -88,29 +90,6 @@ def check_out_dir(out_dir: Path, overwrite: bool = False) -> None:
 
 
 # --------------------------------------------------------------------------- durable writes
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make new directory entries durable (best effort; not supported on Windows)."""
-    with contextlib.suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def write_json_atomic(path: Path, data: Mapping[str, Any]) -> None:
-    """Replace `path` with `data` so a reader sees the old or the new file, never half."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=2, allow_nan=True)
-        fh.write("\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
 
 
 def _jsonable(meta: Mapping[str, Any]) -> dict[str, Any]:
@@ -242,7 +221,7 @@ class SweepWriter:
             raise RecordError(f"--out {self.out_dir}: cannot write ({exc.strerror})") from exc
         csv.writer(self._csv).writerow(self.columns)
         self._sync_table()
-        _fsync_dir(self.out_dir)
+        fsync_dir(self.out_dir)
         return self
 
     def _remove_previous(self) -> None:

@@ -16,8 +16,10 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from hdme_focus.drivers.base import Frame, MotionRefused
-from hdme_focus.estimation.base import DefocusEstimator, roi_sigma, to_gray_float
+from hdme_focus.core.frame import Frame, to_gray_float
+from hdme_focus.core.roi import Roi
+from hdme_focus.drivers.base import MotionRefused
+from hdme_focus.estimation.base import DefocusEstimator, roi_sigma
 from hdme_focus.focus_measures import DEFAULT_MEASURES, check_measures, focus_measures
 from hdme_focus.instrument.devices import Instrument
 from hdme_focus.instrument.records import (
@@ -27,7 +29,6 @@ from hdme_focus.instrument.records import (
     check_roi_name,
     roi_column,
 )
-from hdme_focus.roi import Roi
 
 ExtraHook = Callable[[Frame, dict[str, Roi]], dict[str, float]]
 Progress = Callable[[int, int, float], None]  # (frames done, frames planned, position_mm)

@@ -6,13 +6,16 @@ the estimators and autofocus all read an ROI the same way.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from numpy.typing import NDArray
 
+from hdme_focus.core.errors import UsageError
 
-class RoiError(ValueError):
+
+class RoiError(UsageError):
     """A user-supplied ROI that cannot be used; str() names the value and the fix."""
 
 
@@ -57,6 +60,13 @@ class Roi:
                 f"{width_px}x{height_px} frame; use x + w <= {width_px} and y + h <= {height_px}"
             )
         return self
+
+    def covered_by(self, other: Roi | Sequence[int]) -> float:
+        """Share of this ROI's area that `other` (a Roi or x, y, w, h) covers, 0..1."""
+        bx, by, bw, bh = other.as_tuple() if isinstance(other, Roi) else (int(v) for v in other)
+        w = max(0, min(self.x + self.w, bx + bw) - max(self.x, bx))
+        h = max(0, min(self.y + self.h, by + bh) - max(self.y, by))
+        return (w * h) / float(self.w * self.h)
 
     def slice(self, image: NDArray[Any]) -> NDArray[Any]:
         """The ROI's pixels (a view); works for gray HxW and colour HxWxC."""
