@@ -7,10 +7,18 @@ from pathlib import Path
 import numpy as np
 import typer
 
-from hdme_focus.cli import UserError, app, console, err_console, handle_errors
+from hdme_focus.cli.common import (
+    Device,
+    DeviceOption,
+    EstimatorOption,
+    UserError,
+    console,
+    err_console,
+    handle_errors,
+    load_estimator,
+)
 
 
-@app.command("train")
 @handle_errors
 def train_cmd(
     out: Path = typer.Option(
@@ -72,37 +80,25 @@ def train_cmd(
         console.print(f"exported {w} and {card}")
 
 
-@app.command("estimate")
 @handle_errors
 def estimate_cmd(
     images: list[Path] = typer.Argument(..., help="Image files (PNG, TIFF, JPEG...)."),
     out: Path = typer.Option(..., "--out", help="Output directory."),
-    estimator: str | None = typer.Option(
-        None,
-        "--estimator",
-        help="hdme-net (default, hdme-lite), hdme-tiny, or a baseline name, e.g. reblur.",
-    ),
+    estimator: str | None = EstimatorOption,
     weights: Path | None = typer.Option(None, "--weights", help="HDME-Net weights (.safetensors)."),
     downscale: float = typer.Option(
         1.0, "--downscale", help="Estimate on the frame resized by 1/K (blur beyond 10 px)."
     ),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, mps."),
+    device: Device = DeviceOption,
 ) -> None:
     """Write <stem>.sigma.tiff (float32 sigma in px) and <stem>.sigma.png for each IMAGE."""
     from hdme_focus.core.frame import ImageInputError
-    from hdme_focus.estimation.estimator import WeightsError, load_estimator, predict_downscaled
+    from hdme_focus.estimation.estimator import predict_downscaled
     from hdme_focus.estimation.sources import read_image
 
     if downscale < 1:
         raise UserError(f"--downscale must be >= 1, got {downscale}")
-    if weights is not None and estimator not in (None, "hdme-net", "hdme"):
-        raise UserError("--weights applies to hdme-net only; drop --estimator or --weights")
-    try:
-        est = load_estimator(weights if weights is not None else estimator, device=device)
-    except (WeightsError, ImageInputError) as exc:
-        raise UserError(str(exc)) from None
-    except (KeyError, ValueError) as exc:
-        raise UserError(str(exc)) from None
+    est = load_estimator(estimator, device, weights=weights)
     out.mkdir(parents=True, exist_ok=True)
     failed = 0
     for path in images:
