@@ -11,14 +11,14 @@ import typer
 from hdme_focus.cli import ConfigOption, UserError, app, console, get_config, handle_errors
 from hdme_focus.config import InstrumentConfig, StageConfig, to_toml
 from hdme_focus.drivers.base import SafeStage
-from hdme_focus.drivers.emulators import (
+from hdme_focus.drivers.registry import SERIAL_STAGES, HomingStage, open_hardware_stage
+from hdme_focus.drivers.serial.emulators import (
     AptEmulator,
     EmulatedAxis,
     GcodeEmulator,
     PtyEmulator,
     ZaberEmulator,
 )
-from hdme_focus.drivers.hardware import SERIAL_STAGES, HomingStage, open_hardware_stage
 
 stage_app = typer.Typer(
     help="Hands-on control of a hardware focus stage; every move passes SafeStage.",

@@ -108,20 +108,20 @@ BENCH_DRIVERS: dict[str, BenchOpener] = {
 
 
 def _open_serial_stage(config: InstrumentConfig) -> Stage:
-    from hdme_focus.drivers.hardware import open_hardware_stage
+    from hdme_focus.drivers.registry import open_hardware_stage
 
     return open_hardware_stage(config.stage)
 
 
 def _open_hardware_camera(config: InstrumentConfig) -> Camera:
-    from hdme_focus.drivers.hardware import open_hardware_camera
+    from hdme_focus.drivers.registry import open_hardware_camera
 
     return open_hardware_camera(config.camera)
 
 
 def _open_sim_camera_on_stage(config: InstrumentConfig) -> tuple[Stage, Camera, Clock]:
     """A hardware (or emulated) stage with the simulated camera rendering at its position."""
-    from hdme_focus.drivers.hardware import open_sim_camera_on
+    from hdme_focus.drivers.registry import open_sim_camera_on
 
     stage = STAGE_DRIVERS[config.stage.driver](config)
     try:

@@ -31,15 +31,15 @@ def open_hardware_stage(cfg: StageConfig, *, allow_homing: bool = True) -> Homin
     """
     stage: HomingStage
     if cfg.driver == "gcode":
-        from hdme_focus.drivers.gcode import open_gcode_stage
+        from hdme_focus.drivers.serial.gcode import open_gcode_stage
 
         stage = open_gcode_stage(cfg)
     elif cfg.driver == "zaber":
-        from hdme_focus.drivers.zaber import open_zaber_stage
+        from hdme_focus.drivers.serial.zaber import open_zaber_stage
 
         stage = open_zaber_stage(cfg)
     elif cfg.driver == "apt":
-        from hdme_focus.drivers.apt import open_apt_stage
+        from hdme_focus.drivers.serial.apt import open_apt_stage
 
         stage = open_apt_stage(cfg)
     else:
@@ -59,11 +59,11 @@ def open_hardware_stage(cfg: StageConfig, *, allow_homing: bool = True) -> Homin
 
 def open_hardware_camera(cfg: CameraConfig, clock: Clock | None = None) -> Camera:
     if cfg.driver == "opencv":
-        from hdme_focus.drivers.opencv_camera import OpenCVCamera
+        from hdme_focus.drivers.cameras.opencv import OpenCVCamera
 
         return OpenCVCamera(cfg, clock=clock)
     if cfg.driver == "genicam":
-        from hdme_focus.drivers.genicam_camera import GenICamCamera
+        from hdme_focus.drivers.cameras.genicam import GenICamCamera
 
         return GenICamCamera(cfg, clock=clock)
     raise ValueError(f"not a hardware camera driver: {cfg.driver!r}")
@@ -74,8 +74,8 @@ def open_sim_camera_on(config: InstrumentConfig, stage: Stage) -> Camera:
 
     Lets sweep and autofocus run end to end over a real serial link with no camera.
     """
-    from hdme_focus.drivers.scenes import build_scene
     from hdme_focus.drivers.sim import SimCamera
+    from hdme_focus.drivers.sim.scenes import build_scene
 
     lens = config.optics.lens()
     cam = config.camera

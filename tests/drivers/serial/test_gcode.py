@@ -19,9 +19,9 @@ from hdme_focus.drivers.base import (
     StageFault,
     StageTimeout,
 )
-from hdme_focus.drivers.emulators import EmulatedAxis, GcodeEmulator
-from hdme_focus.drivers.gcode import GcodeStage, GrblAlarm, GrblError, open_gcode_stage
-from hdme_focus.drivers.serial_link import SerialLink
+from hdme_focus.drivers.serial.emulators import EmulatedAxis, GcodeEmulator
+from hdme_focus.drivers.serial.gcode import GcodeStage, GrblAlarm, GrblError, open_gcode_stage
+from hdme_focus.drivers.serial.link import SerialLink
 
 REPLY_S = 0.3
 FEED = 3000.0  # mm/min = 50 mm/s: moves in tests take tens of ms

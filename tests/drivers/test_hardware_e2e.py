@@ -15,7 +15,7 @@ from hdme_focus.cli import _register, app, hardware_cmd
 from hdme_focus.cli.hardware_cmd import emulator_config, start_emulator
 from hdme_focus.config import InstrumentConfig, load_config, to_toml
 from hdme_focus.drivers.base import CommunicationError
-from hdme_focus.drivers.emulators import PtyEmulator
+from hdme_focus.drivers.serial.emulators import PtyEmulator
 from hdme_focus.instrument.devices import open_instrument
 from hdme_focus.instrument.records import load_sweep
 from hdme_focus.instrument.sweep import default_rois, plan_positions, run_sweep

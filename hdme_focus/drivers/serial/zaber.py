@@ -23,7 +23,7 @@ from hdme_focus.drivers.base import (
     StageFault,
     StageTimeout,
 )
-from hdme_focus.drivers.serial_link import SerialLink
+from hdme_focus.drivers.serial.link import SerialLink
 
 log = logging.getLogger(__name__)
 

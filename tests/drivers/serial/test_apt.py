@@ -11,8 +11,6 @@ from typing import Any
 import pytest
 
 from hdme_focus.config import ConfigError, StageConfig
-from hdme_focus.drivers import apt_protocol as apt
-from hdme_focus.drivers.apt import AptError, AptStage, open_apt_stage
 from hdme_focus.drivers.base import (
     CommunicationError,
     MotionRefused,
@@ -22,8 +20,10 @@ from hdme_focus.drivers.base import (
     StageFault,
     StageTimeout,
 )
-from hdme_focus.drivers.emulators import AptEmulator, EmulatedAxis
-from hdme_focus.drivers.serial_link import SerialLink
+from hdme_focus.drivers.serial import apt_protocol as apt
+from hdme_focus.drivers.serial.apt import AptError, AptStage, open_apt_stage
+from hdme_focus.drivers.serial.emulators import AptEmulator, EmulatedAxis
+from hdme_focus.drivers.serial.link import SerialLink
 
 REPLY_S = 0.3
 Z8 = 34304

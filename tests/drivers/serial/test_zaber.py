@@ -19,9 +19,9 @@ from hdme_focus.drivers.base import (
     StageFault,
     StageTimeout,
 )
-from hdme_focus.drivers.emulators import EmulatedAxis, ZaberEmulator
-from hdme_focus.drivers.serial_link import SerialLink
-from hdme_focus.drivers.zaber import ZaberRejected, ZaberStage, open_zaber_stage
+from hdme_focus.drivers.serial.emulators import EmulatedAxis, ZaberEmulator
+from hdme_focus.drivers.serial.link import SerialLink
+from hdme_focus.drivers.serial.zaber import ZaberRejected, ZaberStage, open_zaber_stage
 
 REPLY_S = 0.3
 STEPS_PER_MM = 10000.0

@@ -15,7 +15,6 @@ import struct
 import time
 
 from hdme_focus.config import ConfigError, StageConfig
-from hdme_focus.drivers import apt_protocol as apt
 from hdme_focus.drivers.base import (
     CommunicationError,
     DeviceError,
@@ -23,7 +22,8 @@ from hdme_focus.drivers.base import (
     StageFault,
     StageTimeout,
 )
-from hdme_focus.drivers.serial_link import SerialLink
+from hdme_focus.drivers.serial import apt_protocol as apt
+from hdme_focus.drivers.serial.link import SerialLink
 
 log = logging.getLogger(__name__)
 
