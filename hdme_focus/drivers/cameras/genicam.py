@@ -50,7 +50,8 @@ def _load_harvester() -> Callable[[], Any]:
         from harvesters.core import Harvester
     except ImportError:
         raise CameraError(f"camera.driver = 'genicam' needs harvesters: {INSTALL_HINT}") from None
-    return Harvester
+    factory: Callable[[], Any] = Harvester
+    return factory
 
 
 class GenICamCamera:

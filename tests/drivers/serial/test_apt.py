@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from hdme_focus.config import ConfigError, StageConfig
+from hdme_focus.config import AptStageConfig, ConfigError
 from hdme_focus.drivers.base import (
     CommunicationError,
     MotionRefused,
@@ -36,7 +36,7 @@ def connect(emu: AptEmulator, **overrides: Any) -> AptStage:
         "serial": {"port": emu.port, "timeout_s": REPLY_S},
         "move_timeout_s": 2.0,
     }
-    return open_apt_stage(StageConfig(**(fields | overrides)))
+    return open_apt_stage(AptStageConfig(**(fields | overrides)))
 
 
 def make_emulator(speed_mm_s: float = 50.0, homed: bool = True) -> AptEmulator:
