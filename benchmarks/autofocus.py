@@ -36,7 +36,7 @@ import cv2
 import numpy as np
 import torch
 
-from hdme_focus.config import CameraConfig, InstrumentConfig, SceneConfig, StageConfig
+from hdme_focus.config import CameraConfig, InstrumentConfig, ReplayStageConfig, SceneConfig
 from hdme_focus.core.frame import to_gray_float
 from hdme_focus.core.roi import Roi
 from hdme_focus.drivers.base import SafeStage
@@ -195,8 +195,7 @@ def pcb(est: DefocusEstimator, work: Path) -> dict[str, Any] | None:
     rec = load_recording(_binned_recording(work / "pcb"))
     h, w = np.asarray(cv2.imread(str(rec.files[0]))).shape[:2]
     cfg = InstrumentConfig(
-        stage=StageConfig(
-            driver="replay",
+        stage=ReplayStageConfig(
             replay_dir=work / "pcb",
             min_mm=1.0,
             max_mm=float(len(rec)),

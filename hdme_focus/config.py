@@ -9,14 +9,20 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from hdme_focus.core.errors import UsageError
 from hdme_focus.optics import ThinLens
 
-StageDriver = Literal["sim", "replay", "gcode", "zaber", "apt"]
 CameraDriver = Literal["sim", "replay", "opencv", "genicam"]
 SceneName = Literal["letters", "tilted", "slide", "image"]
 
@@ -38,36 +44,113 @@ class SerialConfig(_Strict):
     rtscts: bool = False
 
 
-class StageConfig(_Strict):
-    driver: StageDriver = "sim"
+class _StageCommon(_Strict):
+    """What SafeStage needs from every stage: soft limits, step size, timing."""
+
     min_mm: float = Field(0.0, description="lower soft limit")
     max_mm: float = Field(3.0, description="upper soft limit")
     max_step_mm: float = Field(1.0, gt=0, description="largest single move SafeStage allows")
-    speed_mm_s: float = Field(2.0, gt=0)
     settle_s: float = Field(0.05, ge=0, description="wait after a move before capturing")
     move_timeout_s: float = Field(30.0, gt=0, description="longest a single move may take")
-    start_mm: float = Field(1.0, description="simulator: power-on position")
-    backlash_mm: float = Field(0.0, ge=0, description="simulator: lost motion on reversal")
-    position_noise_mm: float = Field(0.0, ge=0, description="simulator: 1-sigma landing error")
+
+    @model_validator(mode="after")
+    def _limits_ordered(self) -> Self:
+        if not self.min_mm < self.max_mm:
+            raise ValueError(f"min_mm ({self.min_mm}) must be below max_mm ({self.max_mm})")
+        return self
+
+
+class SimStageConfig(_StageCommon):
+    """The simulated stage (simulated time, backlash, landing noise)."""
+
+    driver: Literal["sim"] = "sim"
+    speed_mm_s: float = Field(2.0, gt=0)
+    start_mm: float = Field(1.0, description="power-on position")
+    backlash_mm: float = Field(0.0, ge=0, description="lost motion on reversal")
+    position_noise_mm: float = Field(0.0, ge=0, description="1-sigma landing error")
+
+
+class ReplayStageConfig(_StageCommon):
+    """A recorded sweep played back: the stage moves between its positions."""
+
+    driver: Literal["replay"] = "replay"
+    replay_dir: Path | None = Field(None, description="recorded sweep directory")
+    speed_mm_s: float = Field(2.0, gt=0, description="simulated travel speed")
+    start_mm: float = Field(1.0, description="position at start (snapped to a frame)")
+
+
+class _SerialStage(_StageCommon):
+    """What every serial stage shares: the link and the homing policy."""
+
     serial: SerialConfig = SerialConfig()
-    axis: str = Field("Z", description="G-code axis letter / Zaber axis number")
-    dialect: Literal["grbl", "marlin"] = "grbl"
-    device_address: int = Field(1, ge=0, description="Zaber device number / APT destination")
-    steps_per_mm: float = Field(
-        0.0, ge=0, description="Zaber microsteps or APT encoder counts per mm (0 = driver default)"
-    )
-    feed_mm_min: float = Field(120.0, gt=0, description="G-code feed rate")
     allow_unhomed: bool = Field(False, description="move an axis that reports it is not homed")
     home_on_connect: bool = Field(
         False, description="home the axis when the port opens if it is not homed"
     )
-    replay_dir: Path | None = Field(None, description="replay: recorded sweep directory")
+    home_timeout_s: float = Field(
+        120.0, gt=0, description="longest a homing cycle may take (a full-travel search)"
+    )
 
-    @model_validator(mode="after")
-    def _limits_ordered(self) -> StageConfig:
-        if not self.min_mm < self.max_mm:
-            raise ValueError(f"min_mm ({self.min_mm}) must be below max_mm ({self.max_mm})")
-        return self
+
+class GcodeStageConfig(_SerialStage):
+    """A GRBL 1.1 or Marlin 2 controller (one axis of it)."""
+
+    driver: Literal["gcode"] = "gcode"
+    dialect: Literal["grbl", "marlin"] = "grbl"
+    axis: str = Field("Z", description="axis letter: X, Y, Z, A, B or C")
+    feed_mm_min: float = Field(120.0, gt=0, description="feed rate of every move")
+
+
+class ZaberStageConfig(_SerialStage):
+    """A Zaber device over the ASCII protocol."""
+
+    driver: Literal["zaber"] = "zaber"
+    axis: str = Field("1", description="axis number on the device")
+    device_address: int = Field(1, ge=0, description="device number on the daisy chain")
+    steps_per_mm: float = Field(0.0, ge=0, description="microsteps per mm (required)")
+
+
+class AptStageConfig(_SerialStage):
+    """A Thorlabs APT controller (KDC101 and kin)."""
+
+    driver: Literal["apt"] = "apt"
+    axis: str = Field("1", description="channel number")
+    device_address: int = Field(1, ge=0, description="APT destination (1: the USB unit)")
+    steps_per_mm: float = Field(0.0, ge=0, description="encoder counts per mm (0: Z8 default)")
+
+
+SerialStageConfig = GcodeStageConfig | ZaberStageConfig | AptStageConfig
+StageConfig = Annotated[
+    SimStageConfig | ReplayStageConfig | GcodeStageConfig | ZaberStageConfig | AptStageConfig,
+    Field(discriminator="driver"),
+]
+STAGE_MODELS: dict[str, type[_StageCommon]] = {
+    "sim": SimStageConfig,
+    "replay": ReplayStageConfig,
+    "gcode": GcodeStageConfig,
+    "zaber": ZaberStageConfig,
+    "apt": AptStageConfig,
+}
+# Every key of the one flat stage model of earlier versions (`config show` wrote
+# them all). A file that sets one the chosen driver does not use still loads;
+# the key is dropped, as the old model ignored it.
+_FLAT_STAGE_KEYS = frozenset(
+    {"speed_mm_s", "start_mm", "backlash_mm", "position_noise_mm", "serial", "axis", "dialect",
+     "device_address", "steps_per_mm", "feed_mm_min", "allow_unhomed", "home_on_connect",
+     "replay_dir"}
+)  # fmt: skip
+
+
+def _drop_other_drivers_keys(data: object) -> object:
+    """Keep old single-model stage tables loading under the per-driver models."""
+    if not isinstance(data, dict):
+        return data
+    data = {"driver": "sim", **data}  # no driver named: the simulator, as before
+    model = STAGE_MODELS.get(str(data["driver"]))
+    if model is None:
+        return data  # the discriminator reports the bad driver name
+    own = set(model.model_fields)
+    return {k: v for k, v in data.items() if k in own or k not in _FLAT_STAGE_KEYS}
 
 
 class CameraConfig(_Strict):
@@ -133,20 +216,32 @@ class PathsConfig(_Strict):
 
 
 class InstrumentConfig(_Strict):
-    stage: StageConfig = StageConfig()
+    stage: StageConfig = Field(default_factory=SimStageConfig)
     camera: CameraConfig = CameraConfig()
     optics: OpticsConfig = OpticsConfig()
     scene: SceneConfig = SceneConfig()
     paths: PathsConfig = PathsConfig()
 
+    @field_validator("stage", mode="before")
+    @classmethod
+    def _legacy_stage_keys(cls, data: object) -> object:
+        return _drop_other_drivers_keys(data)
+
 
 def _describe(err: ValidationError, source: str) -> str:
     first = err.errors()[0]
-    field = ".".join(str(p) for p in first["loc"]) or "(file)"
+    loc = [str(p) for p in first["loc"]]
+    if loc[:1] == ["stage"] and loc[1:2] and loc[1] in STAGE_MODELS:
+        del loc[1]  # the discriminated union names the driver in the location
     value = first.get("input")
     msg = first["msg"]
     if first["type"] == "extra_forbidden":
         msg = "unknown field; check spelling (see `hdme-focus config show` for valid fields)"
+    elif first["type"] == "union_tag_invalid":
+        loc.append("driver")
+        value = first.get("ctx", {}).get("tag")
+        msg = f"no such driver; choose one of {', '.join(repr(d) for d in STAGE_MODELS)}"
+    field = ".".join(loc) or "(file)"
     shown = "" if isinstance(value, dict) else f" = {value!r}"
     extra = f" (and {len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
     return f"{source}: {field}{shown}: {msg}{extra}"

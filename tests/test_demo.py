@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from hdme_focus.cli.app import app
-from hdme_focus.config import CameraConfig, ConfigError, InstrumentConfig, StageConfig
+from hdme_focus.config import CameraConfig, ConfigError, InstrumentConfig, ReplayStageConfig
 from hdme_focus.estimation.estimator import default_weights_path, load_estimator
 from hdme_focus.instrument.demo import DemoOptions, run_demo
 from hdme_focus.records import OutputExistsError
@@ -45,7 +45,7 @@ def test_demo_refuses_to_overwrite_and_to_run_off_the_simulator(tmp_path: Path) 
     with pytest.raises(OutputExistsError, match="already holds a demo report"):
         run_demo(SMALL, tmp_path, est, QUICK)
     replay = InstrumentConfig(
-        stage=StageConfig(driver="replay", replay_dir=tmp_path),
+        stage=ReplayStageConfig(replay_dir=tmp_path),
         camera=CameraConfig(driver="replay"),
     )
     with pytest.raises(ConfigError, match="simulated instrument"):

@@ -15,7 +15,7 @@ from hdme_focus.config import (
     ConfigError,
     InstrumentConfig,
     PathsConfig,
-    StageConfig,
+    ReplayStageConfig,
     to_toml,
 )
 from hdme_focus.drivers.base import MotionRefused
@@ -58,7 +58,7 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _replay_config(directory: Path, **stage: float) -> InstrumentConfig:
     return InstrumentConfig(
-        stage=StageConfig(driver="replay", replay_dir=directory, **stage),  # type: ignore[arg-type]
+        stage=ReplayStageConfig(replay_dir=directory, **stage),  # type: ignore[arg-type]
         camera=CameraConfig(driver="replay", width_px=160, height_px=120),
     )
 
@@ -146,9 +146,7 @@ def test_folder_without_a_recording_says_what_to_add(tmp_path: Path) -> None:
         open_instrument(cfg)
     with pytest.raises(ConfigError, match=r"needs stage\.replay_dir"):
         open_instrument(
-            InstrumentConfig(
-                stage=StageConfig(driver="replay"), camera=CameraConfig(driver="replay")
-            )
+            InstrumentConfig(stage=ReplayStageConfig(), camera=CameraConfig(driver="replay"))
         )
 
 

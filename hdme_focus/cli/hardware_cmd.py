@@ -9,16 +9,16 @@ from pathlib import Path
 import typer
 
 from hdme_focus.cli.common import ConfigOption, UserError, console, get_config, handle_errors
-from hdme_focus.config import InstrumentConfig, StageConfig, to_toml
-from hdme_focus.drivers.base import SafeStage
-from hdme_focus.drivers.emulators import (
+from hdme_focus.config import InstrumentConfig, to_toml
+from hdme_focus.core.atomic import write_text_atomic
+from hdme_focus.drivers.registry import open_stage, serial_stage_config
+from hdme_focus.drivers.serial.emulators import (
     AptEmulator,
     EmulatedAxis,
     GcodeEmulator,
     PtyEmulator,
     ZaberEmulator,
 )
-from hdme_focus.drivers.hardware import SERIAL_STAGES, HomingStage, open_hardware_stage
 
 stage_app = typer.Typer(
     help="Hands-on control of a hardware focus stage; every move passes SafeStage.",
@@ -29,35 +29,13 @@ EMULATED = ("gcode", "zaber", "apt")
 ZABER_STEPS_PER_MM = 10000.0
 
 
-def _open_stage(config: InstrumentConfig, allow_homing: bool) -> HomingStage:
-    sc = config.stage
-    if sc.driver not in SERIAL_STAGES:
-        raise UserError(
-            f"stage.driver = {sc.driver!r}: the stage commands drive hardware "
-            f"({', '.join(SERIAL_STAGES)}); to try them without hardware run "
-            "`hdme-focus emulate gcode --write-config emu.toml`, then use `-c emu.toml`"
-        )
-    return open_hardware_stage(sc, allow_homing=allow_homing)
-
-
-def _guarded(stage: HomingStage, sc: StageConfig) -> SafeStage:
-    return SafeStage(
-        stage,
-        sc.min_mm,
-        sc.max_mm,
-        sc.max_step_mm,
-        move_timeout_s=sc.move_timeout_s,
-        settle_s=sc.settle_s,
-    )
-
-
 @stage_app.command("status")
 @handle_errors
 def status(config: Path | None = ConfigOption) -> None:
     """Position, homed and moving state, and the configured guard. Never moves."""
     cfg = get_config(config)
-    sc = cfg.stage
-    with closing(_open_stage(cfg, allow_homing=False)) as stage:
+    sc = serial_stage_config(cfg.stage)
+    with closing(open_stage(cfg, allow_homing=False)) as stage:
         position_mm = stage.position_mm()
         homed = stage.is_homed()
         moving = stage.is_moving()
@@ -74,18 +52,19 @@ def status(config: Path | None = ConfigOption) -> None:
 @stage_app.command("home")
 @handle_errors
 def home(config: Path | None = ConfigOption) -> None:
-    """Run the controller's homing cycle (stopped on Ctrl-C or any error)."""
+    """Run the controller's homing cycle (stopped on Ctrl-C, a signal or any error)."""
     cfg = get_config(config)
-    with closing(_open_stage(cfg, allow_homing=False)) as stage, _guarded(stage, cfg.stage).guard():
-        stage.home(cfg.stage.move_timeout_s)
-        position_mm = stage.position_mm()
+    with closing(open_stage(cfg, allow_homing=False)) as stage:
+        position_mm = stage.home()
     console.print(f"homed; position {position_mm:.4f} mm", highlight=False)
 
 
-@stage_app.command("move")
+@stage_app.command("move", context_settings={"ignore_unknown_options": True})
 @handle_errors
 def move(
-    target_mm: float = typer.Argument(..., metavar="MM", help="Absolute target, mm."),
+    target_mm: float = typer.Argument(
+        ..., metavar="MM", help="Absolute target, mm (negative is fine: `stage move -1.5`)."
+    ),
     travel: bool = typer.Option(
         False, "--travel", help="Go in steps of at most stage.max_step_mm instead of refusing."
     ),
@@ -93,9 +72,8 @@ def move(
 ) -> None:
     """Move to MM through SafeStage: refused outside the soft limits or beyond the max step."""
     cfg = get_config(config)
-    with closing(_open_stage(cfg, allow_homing=True)) as stage:
-        safe = _guarded(stage, cfg.stage)
-        position_mm = safe.travel_to(target_mm) if travel else safe.move_to(target_mm)
+    with closing(open_stage(cfg, allow_homing=True)) as stage:
+        position_mm = stage.travel_to(target_mm) if travel else stage.move_to(target_mm)
     console.print(f"position {position_mm:.4f} mm", highlight=False)
 
 
@@ -104,7 +82,7 @@ def move(
 def stop(config: Path | None = ConfigOption) -> None:
     """Stop the axis now (a command running elsewhere holds the port: press Ctrl-C there)."""
     cfg = get_config(config)
-    with closing(_open_stage(cfg, allow_homing=False)) as stage:
+    with closing(open_stage(cfg, allow_homing=False)) as stage:
         stage.stop()
         position_mm = stage.position_mm()
     console.print(f"stopped; position {position_mm:.4f} mm", highlight=False)
@@ -121,7 +99,6 @@ def emulator_config(kind: str, port: str, dialect: str, speed_mm_s: float) -> In
         "min_mm": 0.0,
         "max_mm": 3.0,
         "max_step_mm": 1.0,
-        "speed_mm_s": speed_mm_s,
         "move_timeout_s": 30.0,
     }
     if kind == "gcode":
@@ -181,7 +158,7 @@ def emulate(
         )
         if write_config is not None:
             cfg = emulator_config(kind, emu.port, dialect, speed_mm_s)
-            write_config.write_text(to_toml(cfg), encoding="utf-8")
+            write_text_atomic(write_config, to_toml(cfg))
             c = f"-c {write_config}"
             console.print(f"config written to {write_config}; try:", highlight=False)
             for line in (

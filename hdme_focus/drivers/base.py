@@ -8,6 +8,7 @@ exception or Ctrl-C.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Iterator, Sequence
@@ -16,6 +17,25 @@ from typing import Protocol, runtime_checkable
 
 from hdme_focus.core.errors import DeviceError
 from hdme_focus.core.frame import Frame
+
+__all__ = [
+    "Camera",
+    "CameraError",
+    "Clock",
+    "CommunicationError",
+    "DeviceError",
+    "HomingStage",
+    "MotionRefused",
+    "NotHomedError",
+    "PortBusyError",
+    "RealClock",
+    "SafeStage",
+    "Stage",
+    "StageFault",
+    "StageTimeout",
+]
+
+log = logging.getLogger(__name__)
 
 # --------------------------------------------------------------------------- errors
 
@@ -90,6 +110,15 @@ class Stage(Protocol):
 
 
 @runtime_checkable
+class HomingStage(Stage, Protocol):
+    """A stage that knows whether it is homed and can home (every serial driver)."""
+
+    def is_homed(self) -> bool: ...
+
+    def home(self, timeout_s: float | None = None) -> None: ...
+
+
+@runtime_checkable
 class Camera(Protocol):
     def capture(self) -> Frame: ...
 
@@ -104,7 +133,8 @@ class SafeStage:
 
     Refuses a target outside [min_mm, max_mm] or a step longer than max_step_mm
     before the driver hears of it; waits for completion with a timeout; on any
-    exception or KeyboardInterrupt during a move, stops the stage and re-raises.
+    BaseException during a move or a homing cycle (an error, KeyboardInterrupt,
+    `InterruptedBySignal` from SIGTERM/SIGHUP), stops the stage and re-raises.
     """
 
     def __init__(
@@ -116,6 +146,7 @@ class SafeStage:
         move_timeout_s: float = 30.0,
         settle_s: float = 0.0,
         clock: Clock | None = None,
+        home_timeout_s: float = 120.0,
     ) -> None:
         if not min_mm < max_mm:
             raise ValueError(f"soft limits must satisfy min < max, got [{min_mm}, {max_mm}]")
@@ -128,7 +159,9 @@ class SafeStage:
         self.move_timeout_s = float(move_timeout_s)
         self.settle_s = float(settle_s)
         self.clock: Clock = clock or RealClock()
+        self.home_timeout_s = float(home_timeout_s)
         self.moves = 0
+        self.stops = 0  # times the guard stopped the stage after an exception
 
     # -- checks (no motion)
     def check_target(self, target_mm: float) -> None:
@@ -171,9 +204,6 @@ class SafeStage:
             self.clock.sleep(self.settle_s)
         return self.stage.position_mm()
 
-    def move_by(self, delta_mm: float) -> float:
-        return self.move_to(self.stage.position_mm() + float(delta_mm))
-
     def travel_to(self, target_mm: float) -> float:
         """Reach a far target in steps of at most max_step_mm, each one guarded.
 
@@ -189,17 +219,47 @@ class SafeStage:
             pos = nxt
         return self.stage.position_mm()
 
+    def is_moving(self) -> bool:
+        return self.stage.is_moving()
+
+    def is_homed(self) -> bool:
+        """True for stages that cannot home (sim, replay): they have no reference to lose."""
+        return not isinstance(self.stage, HomingStage) or self.stage.is_homed()
+
+    def home(self, timeout_s: float | None = None) -> float:
+        """Run the controller's homing cycle under the guard; returns the position after it.
+
+        Homing is motion the soft limits cannot check (the controller seeks its
+        switch), so what the guard adds is the stop on any exception, Ctrl-C or
+        signal, and its own timeout (`home_timeout_s`).
+        """
+        if not isinstance(self.stage, HomingStage):
+            raise StageFault(f"{type(self.stage).__name__} has no homing cycle")
+        homing = self.stage
+        with self.guard():
+            homing.home(self.home_timeout_s if timeout_s is None else timeout_s)
+        return self.stage.position_mm()
+
     def stop(self) -> None:
         self.stage.stop()
 
+    def close(self) -> None:
+        self.stage.close()
+
     @contextmanager
     def guard(self) -> Iterator[SafeStage]:
-        """Stop the stage if anything (including Ctrl-C) escapes the block."""
+        """Stop the stage if anything escapes the block: an error, Ctrl-C, a signal.
+
+        Catches BaseException, so KeyboardInterrupt and InterruptedBySignal stop
+        the axis too. A failing stop is logged, never raised in place of the
+        original exception (that one says what went wrong).
+        """
         try:
             yield self
         except BaseException:
+            self.stops += 1
             try:
                 self.stage.stop()
-            finally:
-                pass
+            except BaseException as exc:  # the first exception is the one to report
+                log.warning("stop after a failed move also failed: %s", exc)
             raise

@@ -28,7 +28,7 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from hdme_focus.config import ConfigError, InstrumentConfig
+from hdme_focus.config import ConfigError, InstrumentConfig, ReplayStageConfig
 from hdme_focus.core.errors import UsageError
 from hdme_focus.core.frame import Frame
 from hdme_focus.drivers.base import Clock, MotionRefused
@@ -282,7 +282,10 @@ class ReplayCamera:
 
 def open_replay(config: InstrumentConfig) -> tuple[ReplayStage, ReplayCamera, SimClock]:
     """The replay bench named by `stage.replay_dir`; ConfigError if it cannot be read."""
-    directory = config.stage.replay_dir
+    sc = config.stage
+    if not isinstance(sc, ReplayStageConfig):
+        raise ConfigError(f"stage.driver = {sc.driver!r}: open_replay needs the 'replay' stage")
+    directory = sc.replay_dir
     if directory is None:
         raise ConfigError(
             "stage.driver = 'replay' needs stage.replay_dir: a sweep directory or a folder "
@@ -293,6 +296,6 @@ def open_replay(config: InstrumentConfig) -> tuple[ReplayStage, ReplayCamera, Si
     except (ReplayError, OSError) as exc:
         raise ConfigError(f"stage.replay_dir: {exc}") from None
     clock = SimClock()
-    stage = ReplayStage(recording, clock, config.stage.speed_mm_s, config.stage.start_mm)
+    stage = ReplayStage(recording, clock, sc.speed_mm_s, sc.start_mm)
     camera = ReplayCamera(recording, stage, clock)
     return stage, camera, clock

@@ -167,7 +167,7 @@ def _skimage_gray(name: str) -> F32:
 def _stretch(img: F32, lo: float, hi: float) -> F32:
     p_lo, p_hi = np.percentile(img, [0.5, 99.5])
     scaled = (img - p_lo) / max(float(p_hi - p_lo), 1e-6)
-    return (lo + (hi - lo) * np.clip(scaled, 0.0, 1.0)).astype(np.float32)
+    return np.asarray(lo + (hi - lo) * np.clip(scaled, 0.0, 1.0), dtype=np.float32)
 
 
 def texture(
@@ -229,7 +229,8 @@ def cell_texture(width: int, height: int, rng: np.random.Generator) -> F32:
     absorb = (cyto.astype(np.float32) / 255.0) * 0.7 * (1.0 + 0.35 * grain)
     absorb += (nuclei.astype(np.float32) / 255.0) * 1.1 * (1.0 + 0.25 * grain)
     background = 0.9 + 0.03 * stain + 0.015 * grain
-    return np.clip(background * np.exp(-np.clip(absorb, 0.0, None)), 0.0, 1.0).astype(np.float32)
+    out = np.clip(background * np.exp(-np.clip(absorb, 0.0, None)), 0.0, 1.0)
+    return np.asarray(out, dtype=np.float32)
 
 
 # --------------------------------------------------------------------------- regions

@@ -22,7 +22,7 @@ from typing import Literal
 import numpy as np
 from numpy.typing import NDArray
 
-from hdme_focus.config import CameraConfig, InstrumentConfig, StageConfig
+from hdme_focus.config import CameraConfig, ConfigError, InstrumentConfig, SimStageConfig
 from hdme_focus.core.frame import Frame
 from hdme_focus.drivers.base import CameraError, Clock, StageFault, StageTimeout
 from hdme_focus.drivers.sim.scenes import Scene, build_scene
@@ -56,7 +56,7 @@ class SimStage:
     it sits at the motor, moving down it lags backlash_mm above it).
     """
 
-    def __init__(self, config: StageConfig, clock: SimClock, seed: int | None = 0) -> None:
+    def __init__(self, config: SimStageConfig, clock: SimClock, seed: int | None = 0) -> None:
         self.config = config
         self.clock = clock
         self.speed_mm_s = float(config.speed_mm_s)
@@ -254,6 +254,8 @@ def open_sim(config: InstrumentConfig) -> tuple[SimStage, SimCamera, SimClock]:
     clock = SimClock()
     lens = config.optics.lens()
     seed = config.camera.seed
+    if not isinstance(config.stage, SimStageConfig):
+        raise ConfigError(f"stage.driver = {config.stage.driver!r}: open_sim needs the 'sim' stage")
     stage = SimStage(config.stage, clock, seed=seed)
     scene = build_scene(config.scene, config.camera.width_px, config.camera.height_px, lens)
     camera = SimCamera(config.camera, lens, scene, stage.true_position_mm, clock, seed=seed)

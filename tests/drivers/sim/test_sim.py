@@ -14,7 +14,7 @@ from hdme_focus.config import (
     InstrumentConfig,
     OpticsConfig,
     SceneConfig,
-    StageConfig,
+    SimStageConfig,
 )
 from hdme_focus.drivers.base import Camera, CameraError, Stage
 from hdme_focus.drivers.sim import SimCamera, SimClock, SimStage, open_sim
@@ -42,7 +42,7 @@ def test_sim_clock_sleeps_instantly() -> None:
 
 def test_stage_has_finite_speed_and_stops_where_it_is() -> None:
     clock = SimClock()
-    stage = SimStage(StageConfig(start_mm=1.0, speed_mm_s=2.0), clock)
+    stage = SimStage(SimStageConfig(start_mm=1.0, speed_mm_s=2.0), clock)
     assert isinstance(stage, Stage)
     stage.move_to(2.0)  # 0.5 s of travel
     assert stage.is_moving() and stage.position_mm() == 1.0
@@ -58,7 +58,7 @@ def test_stage_has_finite_speed_and_stops_where_it_is() -> None:
 
 def test_backlash_is_lost_motion_on_reversal() -> None:
     clock = SimClock()
-    stage = SimStage(StageConfig(start_mm=1.0, backlash_mm=0.05), clock)
+    stage = SimStage(SimStageConfig(start_mm=1.0, backlash_mm=0.05), clock)
     go(stage, 2.0)  # moving up: carriage pushed, no offset
     assert stage.true_position_mm() == pytest.approx(2.0)
     go(stage, 1.5)  # reversal: the first 0.05 mm are lost
@@ -73,7 +73,7 @@ def test_backlash_is_lost_motion_on_reversal() -> None:
 def test_landing_noise_has_the_configured_scatter_and_is_seeded() -> None:
     def landings(seed: int) -> np.ndarray:
         clock = SimClock()
-        stage = SimStage(StageConfig(position_noise_mm=0.002), clock, seed=seed)
+        stage = SimStage(SimStageConfig(position_noise_mm=0.002), clock, seed=seed)
         out = []
         for i in range(400):
             target = 1.0 + 0.5 * (i % 2)
@@ -234,7 +234,7 @@ def test_clock_advances_by_exposure_and_travel(sim_bench: Bench) -> None:
 
 def test_camera_sees_the_true_position_backlash_included() -> None:
     cfg = InstrumentConfig(
-        camera=CameraConfig(width_px=96, height_px=64), stage=StageConfig(backlash_mm=0.05)
+        camera=CameraConfig(width_px=96, height_px=64), stage=SimStageConfig(backlash_mm=0.05)
     )
     stage, camera, _ = open_sim(cfg)
     go(stage, 2.0)

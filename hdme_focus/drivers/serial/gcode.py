@@ -13,7 +13,7 @@ import logging
 import time
 from dataclasses import dataclass
 
-from hdme_focus.config import ConfigError, StageConfig
+from hdme_focus.config import ConfigError, GcodeStageConfig
 from hdme_focus.drivers.base import (
     CommunicationError,
     DeviceError,
@@ -21,7 +21,7 @@ from hdme_focus.drivers.base import (
     StageFault,
     StageTimeout,
 )
-from hdme_focus.drivers.serial_link import SerialLink
+from hdme_focus.drivers.serial.link import SerialLink
 
 log = logging.getLogger(__name__)
 
@@ -536,7 +536,7 @@ class MarlinStage(GcodeStage):
             log.warning("stop: %s", exc)
 
 
-def open_gcode_stage(cfg: StageConfig) -> GcodeStage:
+def open_gcode_stage(cfg: GcodeStageConfig) -> GcodeStage:
     """Open the port named in the config and handshake with GRBL or Marlin."""
     name = "GRBL controller" if cfg.dialect == "grbl" else "Marlin controller"
     link = SerialLink(

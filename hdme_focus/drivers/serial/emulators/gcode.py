@@ -12,7 +12,7 @@ import re
 import time
 from collections import deque
 
-from hdme_focus.drivers.emulators.base import EmulatedAxis, Faults, PtyEmulator
+from hdme_focus.drivers.serial.emulators.base import EmulatedAxis, Faults, PtyEmulator
 
 GRBL_BANNER = b"\r\nGrbl 1.1h ['$' for help]\r\n"
 GRBL_LOCKED = b"[MSG:'$H'|'$X' to unlock]\r\n"

@@ -15,7 +15,7 @@ import re
 import time
 from dataclasses import dataclass
 
-from hdme_focus.config import ConfigError, StageConfig
+from hdme_focus.config import ConfigError, ZaberStageConfig
 from hdme_focus.drivers.base import (
     CommunicationError,
     DeviceError,
@@ -23,7 +23,7 @@ from hdme_focus.drivers.base import (
     StageFault,
     StageTimeout,
 )
-from hdme_focus.drivers.serial_link import SerialLink
+from hdme_focus.drivers.serial.link import SerialLink
 
 log = logging.getLogger(__name__)
 
@@ -242,7 +242,7 @@ class ZaberStage:
         self.link.close()
 
 
-def open_zaber_stage(cfg: StageConfig) -> ZaberStage:
+def open_zaber_stage(cfg: ZaberStageConfig) -> ZaberStage:
     if cfg.steps_per_mm <= 0:
         raise ConfigError(
             "stage.steps_per_mm must be set for a Zaber stage: microsteps per mm = "

@@ -14,8 +14,7 @@ import logging
 import struct
 import time
 
-from hdme_focus.config import ConfigError, StageConfig
-from hdme_focus.drivers import apt_protocol as apt
+from hdme_focus.config import AptStageConfig, ConfigError
 from hdme_focus.drivers.base import (
     CommunicationError,
     DeviceError,
@@ -23,7 +22,8 @@ from hdme_focus.drivers.base import (
     StageFault,
     StageTimeout,
 )
-from hdme_focus.drivers.serial_link import SerialLink
+from hdme_focus.drivers.serial import apt_protocol as apt
+from hdme_focus.drivers.serial.link import SerialLink
 
 log = logging.getLogger(__name__)
 
@@ -258,7 +258,7 @@ class AptStage:
         self.link.close()
 
 
-def open_apt_stage(cfg: StageConfig) -> AptStage:
+def open_apt_stage(cfg: AptStageConfig) -> AptStage:
     if not cfg.axis.strip().isdigit():
         raise ConfigError(
             f'stage.axis = {cfg.axis!r}: an APT channel is a number; use "1" for a K-Cube or T-Cube'

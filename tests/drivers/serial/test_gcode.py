@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from hdme_focus.config import ConfigError, StageConfig
+from hdme_focus.config import ConfigError, GcodeStageConfig
 from hdme_focus.drivers.base import (
     CommunicationError,
     MotionRefused,
@@ -19,9 +19,9 @@ from hdme_focus.drivers.base import (
     StageFault,
     StageTimeout,
 )
-from hdme_focus.drivers.emulators import EmulatedAxis, GcodeEmulator
-from hdme_focus.drivers.gcode import GcodeStage, GrblAlarm, GrblError, open_gcode_stage
-from hdme_focus.drivers.serial_link import SerialLink
+from hdme_focus.drivers.serial.emulators import EmulatedAxis, GcodeEmulator
+from hdme_focus.drivers.serial.gcode import GcodeStage, GrblAlarm, GrblError, open_gcode_stage
+from hdme_focus.drivers.serial.link import SerialLink
 
 REPLY_S = 0.3
 FEED = 3000.0  # mm/min = 50 mm/s: moves in tests take tens of ms
@@ -44,7 +44,7 @@ def connect(emu: GcodeEmulator, **overrides: Any) -> GcodeStage:
         "feed_mm_min": FEED,
         "move_timeout_s": 2.0,
     }
-    cfg = StageConfig(**(fields | overrides))
+    cfg = GcodeStageConfig(**(fields | overrides))
     stage = open_gcode_stage(cfg)
     if emu.dialect == "marlin" and emu.axis.homed:
         stage._homed = True  # Marlin cannot be asked; the emulator was homed before we came
@@ -217,7 +217,7 @@ def test_second_opener_gets_port_busy(emu: GcodeEmulator) -> None:
 
 def test_port_problems_are_one_clear_line(tmp_path: Any) -> None:
     with pytest.raises(ConfigError, match=r"stage.serial.port is not set"):
-        open_gcode_stage(StageConfig(driver="gcode"))
+        open_gcode_stage(GcodeStageConfig())
     with pytest.raises(CommunicationError, match="no such port"):
         SerialLink(str(tmp_path / "ttyNOPE"))
 
@@ -225,6 +225,6 @@ def test_port_problems_are_one_clear_line(tmp_path: Any) -> None:
 def test_wrong_dialect_is_reported(dialect: str) -> None:
     other = "marlin" if dialect == "grbl" else "grbl"
     with make_emulator(other) as emu:
-        cfg = StageConfig(dialect=dialect, serial={"port": emu.port, "timeout_s": REPLY_S})
+        cfg = GcodeStageConfig(dialect=dialect, serial={"port": emu.port, "timeout_s": REPLY_S})
         with pytest.raises(CommunicationError, match=r"stage.dialect"):
             open_gcode_stage(cfg)

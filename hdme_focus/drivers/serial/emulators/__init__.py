@@ -4,9 +4,9 @@ Each speaks its wire protocol (G-code, Zaber ASCII, Thorlabs APT) on
 `emulator.port`, moves an `EmulatedAxis` and injects `Faults` on demand.
 """
 
-from hdme_focus.drivers.emulators.apt import AptEmulator
-from hdme_focus.drivers.emulators.base import EmulatedAxis, Faults, PtyEmulator
-from hdme_focus.drivers.emulators.gcode import GcodeEmulator
-from hdme_focus.drivers.emulators.zaber import ZaberEmulator
+from hdme_focus.drivers.serial.emulators.apt import AptEmulator
+from hdme_focus.drivers.serial.emulators.base import EmulatedAxis, Faults, PtyEmulator
+from hdme_focus.drivers.serial.emulators.gcode import GcodeEmulator
+from hdme_focus.drivers.serial.emulators.zaber import ZaberEmulator
 
 __all__ = ["AptEmulator", "EmulatedAxis", "Faults", "GcodeEmulator", "PtyEmulator", "ZaberEmulator"]

@@ -6,7 +6,8 @@ import math
 
 import pytest
 
-from hdme_focus.config import StageConfig
+from hdme_focus.config import SimStageConfig
+from hdme_focus.core.errors import InterruptedBySignal
 from hdme_focus.drivers.base import MotionRefused, SafeStage, StageFault, StageTimeout
 from hdme_focus.drivers.sim import SimClock, SimStage
 
@@ -15,7 +16,7 @@ def bench(
     start_mm: float = 1.0, speed_mm_s: float = 2.0, timeout_s: float = 30.0, settle_s: float = 0.0
 ) -> tuple[SafeStage, SimStage, SimClock]:
     clock = SimClock()
-    stage = SimStage(StageConfig(start_mm=start_mm, speed_mm_s=speed_mm_s), clock)
+    stage = SimStage(SimStageConfig(start_mm=start_mm, speed_mm_s=speed_mm_s), clock)
     safe = SafeStage(stage, 0.0, 3.0, 1.0, move_timeout_s=timeout_s, settle_s=settle_s, clock=clock)
     return safe, stage, clock
 
@@ -56,7 +57,11 @@ def test_guarded_move_waits_travel_time_and_settles() -> None:
 
 
 @pytest.mark.parametrize("fault_in", ["move_to", "wait"])
-@pytest.mark.parametrize("fault", [StageFault("limit switch hit"), KeyboardInterrupt()])
+@pytest.mark.parametrize(
+    "fault",
+    [StageFault("limit switch hit"), KeyboardInterrupt(), InterruptedBySignal(15, "SIGTERM")],
+    ids=["fault", "ctrl-c", "sigterm"],
+)
 def test_exception_mid_move_stops_the_stage(fault: BaseException, fault_in: str) -> None:
     safe, stage, _ = bench(start_mm=1.0)
     stage.fault_on_next_move = fault
@@ -87,3 +92,64 @@ def test_travel_to_splits_into_guarded_steps() -> None:
     steps = [b - a for a, b in zip([0.2, *stage.history[:-1]], stage.history, strict=True)]
     assert max(abs(s) for s in steps) <= 1.0 + 1e-9
     assert safe.moves == 3
+
+
+class FailingStop(SimStage):
+    def stop(self) -> None:
+        super().stop()
+        raise OSError("port gone while stopping")
+
+
+def test_a_failing_stop_never_hides_the_error_that_caused_it() -> None:
+    clock = SimClock()
+    stage = FailingStop(SimStageConfig(start_mm=1.0), clock)
+    safe = SafeStage(stage, 0.0, 3.0, 1.0, clock=clock)
+    stage.fault_on_next_move = StageFault("limit switch hit")
+    with pytest.raises(StageFault, match="limit switch"):
+        safe.move_to(2.0)
+    assert stage.stopped == 1 and safe.stops == 1
+
+
+class HomingSim(SimStage):
+    """A simulated stage with a homing cycle that can be interrupted."""
+
+    def __init__(self, clock: SimClock, interrupt: BaseException | None = None) -> None:
+        super().__init__(SimStageConfig(start_mm=2.0), clock)
+        self.homed = False
+        self.interrupt = interrupt
+        self.home_timeouts: list[float | None] = []
+
+    def is_homed(self) -> bool:
+        return self.homed
+
+    def home(self, timeout_s: float | None = None) -> None:
+        self.home_timeouts.append(timeout_s)
+        self.move_to(0.0)
+        if self.interrupt is not None:
+            raise self.interrupt
+        self.wait(30.0)
+        self.homed = True
+
+
+@pytest.mark.parametrize(
+    "interrupt", [KeyboardInterrupt(), InterruptedBySignal(1, "SIGHUP")], ids=["ctrl-c", "sighup"]
+)
+def test_homing_is_guarded_and_stops_on_any_interruption(interrupt: BaseException) -> None:
+    clock = SimClock()
+    stage = HomingSim(clock, interrupt)
+    safe = SafeStage(stage, 0.0, 3.0, 1.0, clock=clock, home_timeout_s=77.0)
+    with pytest.raises(type(interrupt)):
+        safe.home()
+    assert stage.stopped == 1 and not stage.is_moving()
+    assert stage.home_timeouts == [77.0]  # its own timeout, not move_timeout_s
+
+
+def test_homing_reports_the_position_and_plain_stages_cannot_home() -> None:
+    clock = SimClock()
+    safe = SafeStage(HomingSim(clock), 0.0, 3.0, 1.0, clock=clock)
+    assert not safe.is_homed()
+    assert safe.home() == pytest.approx(0.0) and safe.is_homed()
+    plain = SafeStage(SimStage(SimStageConfig(), clock), 0.0, 3.0, 1.0, clock=clock)
+    assert plain.is_homed()
+    with pytest.raises(StageFault, match="no homing cycle"):
+        plain.home()

@@ -14,8 +14,8 @@ from pytest_mock import MockerFixture
 
 from hdme_focus.config import CameraConfig, ConfigError
 from hdme_focus.drivers.base import CameraError
-from hdme_focus.drivers.genicam_camera import GenICamCamera
-from hdme_focus.drivers.opencv_camera import OpenCVCamera
+from hdme_focus.drivers.cameras.genicam import GenICamCamera
+from hdme_focus.drivers.cameras.opencv import OpenCVCamera
 
 
 def fake_capture(

@@ -10,9 +10,7 @@ from typing import Any
 
 import pytest
 
-from hdme_focus.config import ConfigError, StageConfig
-from hdme_focus.drivers import apt_protocol as apt
-from hdme_focus.drivers.apt import AptError, AptStage, open_apt_stage
+from hdme_focus.config import AptStageConfig, ConfigError
 from hdme_focus.drivers.base import (
     CommunicationError,
     MotionRefused,
@@ -22,8 +20,10 @@ from hdme_focus.drivers.base import (
     StageFault,
     StageTimeout,
 )
-from hdme_focus.drivers.emulators import AptEmulator, EmulatedAxis
-from hdme_focus.drivers.serial_link import SerialLink
+from hdme_focus.drivers.serial import apt_protocol as apt
+from hdme_focus.drivers.serial.apt import AptError, AptStage, open_apt_stage
+from hdme_focus.drivers.serial.emulators import AptEmulator, EmulatedAxis
+from hdme_focus.drivers.serial.link import SerialLink
 
 REPLY_S = 0.3
 Z8 = 34304
@@ -36,7 +36,7 @@ def connect(emu: AptEmulator, **overrides: Any) -> AptStage:
         "serial": {"port": emu.port, "timeout_s": REPLY_S},
         "move_timeout_s": 2.0,
     }
-    return open_apt_stage(StageConfig(**(fields | overrides)))
+    return open_apt_stage(AptStageConfig(**(fields | overrides)))
 
 
 def make_emulator(speed_mm_s: float = 50.0, homed: bool = True) -> AptEmulator:

@@ -7,7 +7,7 @@ an interrupted move, FS after an injected stall) shown highest priority first.
 
 from __future__ import annotations
 
-from hdme_focus.drivers.emulators.base import EmulatedAxis, Faults, PtyEmulator
+from hdme_focus.drivers.serial.emulators.base import EmulatedAxis, Faults, PtyEmulator
 
 _PRIORITY = {"F": 0, "W": 1, "N": 2}
 

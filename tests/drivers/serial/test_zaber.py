@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from hdme_focus.config import ConfigError, StageConfig
+from hdme_focus.config import ConfigError, ZaberStageConfig
 from hdme_focus.drivers.base import (
     CommunicationError,
     MotionRefused,
@@ -19,9 +19,9 @@ from hdme_focus.drivers.base import (
     StageFault,
     StageTimeout,
 )
-from hdme_focus.drivers.emulators import EmulatedAxis, ZaberEmulator
-from hdme_focus.drivers.serial_link import SerialLink
-from hdme_focus.drivers.zaber import ZaberRejected, ZaberStage, open_zaber_stage
+from hdme_focus.drivers.serial.emulators import EmulatedAxis, ZaberEmulator
+from hdme_focus.drivers.serial.link import SerialLink
+from hdme_focus.drivers.serial.zaber import ZaberRejected, ZaberStage, open_zaber_stage
 
 REPLY_S = 0.3
 STEPS_PER_MM = 10000.0
@@ -35,7 +35,7 @@ def connect(emu: ZaberEmulator, **overrides: Any) -> ZaberStage:
         "serial": {"port": emu.port, "timeout_s": REPLY_S},
         "move_timeout_s": 2.0,
     }
-    return open_zaber_stage(StageConfig(**(fields | overrides)))
+    return open_zaber_stage(ZaberStageConfig(**(fields | overrides)))
 
 
 def make_emulator(speed_mm_s: float = 50.0, homed: bool = True) -> ZaberEmulator:

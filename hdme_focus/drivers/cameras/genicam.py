@@ -21,7 +21,7 @@ from numpy.typing import NDArray
 from hdme_focus.config import CameraConfig, ConfigError
 from hdme_focus.core.frame import Frame
 from hdme_focus.drivers.base import CameraError, Clock, RealClock
-from hdme_focus.drivers.opencv_camera import AppliedSetting, average
+from hdme_focus.drivers.cameras.opencv import AppliedSetting, average
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,8 @@ def _load_harvester() -> Callable[[], Any]:
         from harvesters.core import Harvester
     except ImportError:
         raise CameraError(f"camera.driver = 'genicam' needs harvesters: {INSTALL_HINT}") from None
-    return Harvester
+    factory: Callable[[], Any] = Harvester
+    return factory
 
 
 class GenICamCamera:

@@ -16,7 +16,7 @@ from hdme_focus.cli.app import app
 from hdme_focus.cli.hardware_cmd import emulator_config, start_emulator
 from hdme_focus.config import InstrumentConfig, load_config, to_toml
 from hdme_focus.drivers.base import CommunicationError
-from hdme_focus.drivers.emulators import PtyEmulator
+from hdme_focus.drivers.serial.emulators import PtyEmulator
 from hdme_focus.instrument.devices import open_instrument
 from hdme_focus.instrument.sweep import default_rois, plan_positions, run_sweep
 from hdme_focus.records import load_sweep
@@ -109,6 +109,8 @@ def test_cli_stage_and_sweep_over_an_emulated_port(grbl: PtyEmulator, tmp_path: 
     assert "Z3.5" not in grbl.received_text()
     result = runner.invoke(app, ["stage", "move", "1.5", "-c", str(path)])
     assert result.exit_code == 0 and "position 1.5000 mm" in result.output
+    result = runner.invoke(app, ["stage", "move", "-1.5", "-c", str(path)])  # not an option
+    assert result.exit_code == 2 and "refused move to -1.5000 mm" in result.output
     out = tmp_path / "sweep"
     args = ["sweep", "-c", str(path), "--start", "1.0", "--stop", "2.0", "--step", "0.5"]
     result = runner.invoke(app, [*args, "--no-plot", "-o", str(out)])
@@ -143,3 +145,13 @@ def test_emulate_prints_its_port_and_writes_a_config(
     assert cfg.stage.serial.port is not None and cfg.stage.serial.port in result.output
     result = CliRunner().invoke(app, ["emulate", "canbus"])
     assert result.exit_code == 2 and "gcode, zaber, apt" in result.output
+
+
+def test_stage_move_takes_a_negative_target(grbl: PtyEmulator, tmp_path: Path) -> None:
+    data = small_config("gcode", grbl.port).model_dump()
+    data["stage"]["min_mm"] = -2.0  # GRBL's homed coordinates are negative by default
+    path = tmp_path / "neg.toml"
+    path.write_text(to_toml(InstrumentConfig.model_validate(data)), encoding="utf-8")
+    result = CliRunner().invoke(app, ["stage", "move", "-1.5", "--travel", "-c", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "position -1.5000 mm" in result.output

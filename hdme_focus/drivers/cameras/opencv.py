@@ -64,7 +64,7 @@ def exposure_from_backend(value: float, backend: str) -> float:
     if backend == "V4L2":
         return value / 10.0
     if backend in ("DSHOW", "MSMF"):
-        return 1000.0 * 2.0**value
+        return float(1000.0 * 2.0 ** float(value))
     return value
 
 
@@ -87,8 +87,8 @@ def average(images: list[NDArray[Any]]) -> NDArray[Any]:
     dtype = images[0].dtype
     mean = np.mean(np.stack(images).astype(np.float64), axis=0)
     if np.issubdtype(dtype, np.integer):
-        return np.rint(mean).astype(dtype)
-    return mean.astype(dtype)
+        return np.asarray(np.rint(mean).astype(dtype))
+    return np.asarray(mean.astype(dtype))
 
 
 class OpenCVCamera:

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import struct
 
-from hdme_focus.drivers import apt_protocol as apt
-from hdme_focus.drivers.emulators.base import EmulatedAxis, Faults, PtyEmulator
+from hdme_focus.drivers.serial import apt_protocol as apt
+from hdme_focus.drivers.serial.emulators.base import EmulatedAxis, Faults, PtyEmulator
 
 Z8_COUNTS_PER_MM = 34304.0
 

@@ -1,0 +1,1 @@
+"""Hardware cameras: OpenCV (UVC webcams, capture cards, files) and GenICam (harvesters)."""
