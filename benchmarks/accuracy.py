@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from hdme_focus.estimation.base import DefocusEstimator
-from hdme_focus.estimation.baselines import BASELINES, get_baseline
+from hdme_focus.estimation.baselines import FocusMeasureEstimator, ReblurEstimator
 from hdme_focus.estimation.evaluate import (
     BINS_PX,
     TEST_SEED,
@@ -61,7 +61,7 @@ def machine() -> dict[str, Any]:
 def model_estimators(weights: list[Path], device: str) -> list[tuple[str, DefocusEstimator]]:
     """(label, estimator): the shipped default (if installed) plus the named weights files."""
     try:
-        from hdme_focus.estimation.estimator import load_estimator
+        from hdme_focus.estimation.registry import load_estimator
     except ImportError:
         return []
     found: list[tuple[str, DefocusEstimator]] = []
@@ -113,7 +113,10 @@ def main(argv: list[str] | None = None) -> None:
 
     data = standard_test_set(args.n, args.crop, cache_dir=args.cache)
     smax = float(data["sigma_max_px"])
-    estimators: list[tuple[str, DefocusEstimator]] = [(b, get_baseline(b, smax)) for b in BASELINES]
+    estimators: list[tuple[str, DefocusEstimator]] = [
+        ("reblur", ReblurEstimator(sigma_max_px=smax)),
+        ("focus-measure", FocusMeasureEstimator(sigma_max_px=smax)),
+    ]
     if not args.baselines_only:
         estimators += model_estimators(args.weights, args.device)
     reports = run_all(estimators, data, smax)

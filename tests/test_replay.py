@@ -27,7 +27,7 @@ from hdme_focus.drivers.sim.replay import (
     load_recording,
     recording_from_files,
 )
-from hdme_focus.estimation.estimator import load_estimator
+from hdme_focus.estimation import load_estimator
 from hdme_focus.instrument.calibrate import calibrate_sweep
 from hdme_focus.instrument.devices import open_instrument
 from hdme_focus.instrument.sweep import default_rois, plan_positions, run_sweep

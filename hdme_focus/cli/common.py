@@ -25,6 +25,8 @@ from hdme_focus.core.errors import (
     RefusedError,
     UsageError,
 )
+from hdme_focus.estimation.devices import Device
+from hdme_focus.estimation.registry import ALIASES, DEFAULT_ESTIMATOR
 
 if TYPE_CHECKING:
     from hdme_focus.estimation.base import DefocusEstimator
@@ -32,21 +34,10 @@ if TYPE_CHECKING:
 console = Console()
 err_console = Console(stderr=True)
 
-# The estimation registry's default (hdme_focus.estimation.registry.DEFAULT_ESTIMATOR).
-DEFAULT_ESTIMATOR = "hdme-lite"
 # Earlier spellings of the default, still accepted on the command line.
-DEFAULT_ALIASES = ("default", "hdme", "hdme-net")
+DEFAULT_ALIASES = ("default", *ALIASES)
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-class Device(StrEnum):
-    """Where the estimator runs."""
-
-    auto = "auto"
-    cpu = "cpu"
-    cuda = "cuda"
-    mps = "mps"
 
 
 class Method(StrEnum):
@@ -82,7 +73,7 @@ EstimatorOption: Any = typer.Option(
     "a weights file, or a baseline: reblur, focus-measure.",
     show_default=False,
 )
-DeviceOption: Any = typer.Option(Device.auto, "--device", help="Estimator device.")
+DeviceOption: Any = typer.Option(Device.AUTO, "--device", help="Estimator device.")
 
 
 class UserError(UsageError):
@@ -145,7 +136,7 @@ def handle_errors(func: F) -> F:
 
 def load_estimator(
     name: str | None,
-    device: Device | str = Device.auto,
+    device: Device | str = Device.AUTO,
     *,
     weights: Path | None = None,
     config: InstrumentConfig | None = None,
@@ -154,10 +145,8 @@ def load_estimator(
 
     `name` None is the default estimator, or `paths.weights` when the
     instrument file sets it; `weights` is an explicit HDME-Net weights file.
-    When the estimation registry lands, `create_estimator(name, device)`
-    replaces the call marked below; nothing else changes.
     """
-    from hdme_focus.estimation.estimator import load_estimator as _load_weights
+    from hdme_focus.estimation.registry import load_estimator as _load_weights
 
     label = str(weights) if weights is not None else (name or DEFAULT_ESTIMATOR)
     if weights is not None and name not in (None, DEFAULT_ESTIMATOR, *DEFAULT_ALIASES):
@@ -169,7 +158,7 @@ def load_estimator(
         target = DEFAULT_ESTIMATOR
     device_name = device.value if isinstance(device, Device) else str(device)
     try:
-        return _load_weights(target, device=device_name)  # the switch to create_estimator
+        return _load_weights(target, device=device_name)
     except FileNotFoundError as exc:
         raise UserError(f"--estimator {label}: weights file not found: {exc}") from None
     except (ValueError, KeyError, LookupError) as exc:  # WeightsError is a ValueError

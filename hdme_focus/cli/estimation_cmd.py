@@ -93,7 +93,6 @@ def estimate_cmd(
 ) -> None:
     """Write <stem>.sigma.tiff (float32 sigma in px) and <stem>.sigma.png for each IMAGE."""
     from hdme_focus.core.frame import ImageInputError
-    from hdme_focus.estimation.estimator import predict_downscaled
     from hdme_focus.estimation.sources import read_image
 
     if downscale < 1:
@@ -109,7 +108,7 @@ def estimate_cmd(
             failed += 1
             continue
         try:
-            sigma = predict_downscaled(est, gray, downscale)
+            sigma = est.predict(gray, downscale=downscale)
         except ImageInputError as exc:
             err_console.print(f"[bold red]error:[/] {path}: {exc}, skipped")
             failed += 1

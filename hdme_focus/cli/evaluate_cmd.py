@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -15,6 +16,9 @@ from hdme_focus.cli.common import (
     handle_errors,
     load_estimator,
 )
+
+if TYPE_CHECKING:
+    pass
 
 
 @handle_errors
