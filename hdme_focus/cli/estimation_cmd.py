@@ -8,7 +8,6 @@ import numpy as np
 import typer
 
 from hdme_focus.cli.common import (
-    Device,
     DeviceOption,
     EstimatorOption,
     UserError,
@@ -17,6 +16,7 @@ from hdme_focus.cli.common import (
     handle_errors,
     load_estimator,
 )
+from hdme_focus.estimation.devices import Device
 
 
 @handle_errors

@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING
 import typer
 
 from hdme_focus.cli.common import (
-    Device,
     DeviceOption,
     EstimatorOption,
     UserError,
@@ -16,6 +15,7 @@ from hdme_focus.cli.common import (
     handle_errors,
     load_estimator,
 )
+from hdme_focus.estimation.devices import Device
 
 if TYPE_CHECKING:
     pass

@@ -18,7 +18,6 @@ from rich.table import Table
 
 from hdme_focus.cli.common import (
     ConfigOption,
-    Device,
     DeviceOption,
     Direction,
     EstimatorOption,
@@ -33,6 +32,7 @@ from hdme_focus.cli.common import (
     load_estimator,
 )
 from hdme_focus.config import InstrumentConfig
+from hdme_focus.estimation.devices import Device
 
 if TYPE_CHECKING:
     from hdme_focus.calibration.model import Calibration

@@ -12,9 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from hdme_focus.cli.common import (
-    DEFAULT_ESTIMATOR,
     ConfigOption,
-    Device,
     DeviceOption,
     UserError,
     console,
@@ -24,6 +22,8 @@ from hdme_focus.cli.common import (
     load_estimator,
 )
 from hdme_focus.config import InstrumentConfig
+from hdme_focus.estimation.devices import Device
+from hdme_focus.estimation.registry import DEFAULT_ESTIMATOR
 from hdme_focus.records import SweepRecord
 
 if TYPE_CHECKING:

@@ -22,6 +22,11 @@ from hdme_focus.focus_measures import focus_measures
 from hdme_focus.instrument.devices import Instrument
 from hdme_focus.instrument.session import AutofocusResult, Session
 
+Score = Callable[[float], float]
+Seen = dict[float, float]
+# finds the target position from the scorer, its memo and the search range
+Finder = Callable[[Score, Seen, float, float], float]
+
 
 @dataclass
 class SearchOptions:
@@ -42,9 +47,7 @@ def search_range(instrument: Instrument, opts: SearchOptions) -> tuple[float, fl
     return lo, hi
 
 
-def _scorer(
-    run: Session, roi: Roi, measure_name: str
-) -> tuple[Callable[[float], float], dict[float, float]]:
+def _scorer(run: Session, roi: Roi, measure_name: str) -> tuple[Score, Seen]:
     """Move, capture and return the log focus measure; memoised by position."""
     seen: dict[float, float] = {}
     checked = [False]
@@ -68,30 +71,41 @@ def _scorer(
     return score, seen
 
 
-def autofocus_brent(
-    instrument: Instrument, roi: Roi, options: SearchOptions | None = None
+def _search(
+    method: str, instrument: Instrument, roi: Roi, opts: SearchOptions, find: Finder
 ) -> AutofocusResult:
-    """Bounded Brent search for the focus-measure peak, then one move to it."""
-    opts = options or SearchOptions()
+    """What every search shares: the record, the range, the scorer and the one final move."""
     safe = instrument.stage
-    result = AutofocusResult(method="brent", roi=roi.spec, start_mm=safe.position_mm())
+    result = AutofocusResult(method=method, roi=roi.spec, start_mm=safe.position_mm())
     run = Session(instrument, result)
     lo, hi = search_range(instrument, opts)
     score, seen = _scorer(run, roi, opts.measure)
-    xatol = opts.xatol_mm if opts.xatol_mm is not None else (hi - lo) / 400.0
-    res = minimize_scalar(
-        lambda z: -score(z),
-        bounds=(lo, hi),
-        method="bounded",
-        options={"xatol": xatol, "maxiter": opts.max_evaluations},
-    )
-    best = max(seen, key=lambda p: seen[p])
-    target = float(res.x) if -float(res.fun) >= seen[best] else best
+    target = find(score, seen, lo, hi)
     result.target_mm = target
     run.move(target)
     result.final_mm = safe.position_mm()
     result.tries = 1
     return result
+
+
+def autofocus_brent(
+    instrument: Instrument, roi: Roi, options: SearchOptions | None = None
+) -> AutofocusResult:
+    """Bounded Brent search for the focus-measure peak, then one move to it."""
+    opts = options or SearchOptions()
+
+    def find(score: Score, seen: Seen, lo: float, hi: float) -> float:
+        xatol = opts.xatol_mm if opts.xatol_mm is not None else (hi - lo) / 400.0
+        res = minimize_scalar(
+            lambda z: -score(z),
+            bounds=(lo, hi),
+            method="bounded",
+            options={"xatol": xatol, "maxiter": opts.max_evaluations},
+        )
+        best = max(seen, key=lambda p: seen[p])
+        return float(res.x) if -float(res.fun) >= seen[best] else best
+
+    return _search("brent", instrument, roi, opts, find)
 
 
 def parabolic_peak(x: NDArray[np.float64], y: NDArray[np.float64]) -> float:
@@ -114,26 +128,21 @@ def autofocus_sweep(
     """Coarse scan over the range, fine scan around the best, parabolic peak, one move."""
     opts = options or SearchOptions()
     safe = instrument.stage
-    result = AutofocusResult(method="sweep", roi=roi.spec, start_mm=safe.position_mm())
-    run = Session(instrument, result)
-    lo, hi = search_range(instrument, opts)
-    score, seen = _scorer(run, roi, opts.measure)
-    coarse = np.linspace(lo, hi, max(3, opts.coarse_points))
-    if abs(safe.position_mm() - hi) < abs(safe.position_mm() - lo):
-        coarse = coarse[::-1]  # start at the nearer end
-    for z in coarse:
-        score(float(z))
-    step = float(abs(coarse[1] - coarse[0]))
-    peak = max((float(z) for z in coarse), key=lambda p: seen[round(p, 9)])
-    fine = np.linspace(max(lo, peak - step), min(hi, peak + step), max(3, opts.fine_points))
-    if abs(safe.position_mm() - fine[-1]) < abs(safe.position_mm() - fine[0]):
-        fine = fine[::-1]
-    for z in fine:
-        score(float(z))
-    xs = np.asarray(sorted(p for p in seen if fine.min() - 1e-9 <= p <= fine.max() + 1e-9))
-    target = parabolic_peak(xs, np.asarray([seen[p] for p in xs]))
-    result.target_mm = target
-    run.move(target)
-    result.final_mm = safe.position_mm()
-    result.tries = 1
-    return result
+
+    def find(score: Score, seen: Seen, lo: float, hi: float) -> float:
+        coarse = np.linspace(lo, hi, max(3, opts.coarse_points))
+        if abs(safe.position_mm() - hi) < abs(safe.position_mm() - lo):
+            coarse = coarse[::-1]  # start at the nearer end
+        for z in coarse:
+            score(float(z))
+        step = float(abs(coarse[1] - coarse[0]))
+        peak = max((float(z) for z in coarse), key=lambda p: seen[round(p, 9)])
+        fine = np.linspace(max(lo, peak - step), min(hi, peak + step), max(3, opts.fine_points))
+        if abs(safe.position_mm() - fine[-1]) < abs(safe.position_mm() - fine[0]):
+            fine = fine[::-1]
+        for z in fine:
+            score(float(z))
+        xs = np.asarray(sorted(p for p in seen if fine.min() - 1e-9 <= p <= fine.max() + 1e-9))
+        return parabolic_peak(xs, np.asarray([seen[p] for p in xs]))
+
+    return _search("sweep", instrument, roi, opts, find)

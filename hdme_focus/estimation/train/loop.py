@@ -342,7 +342,7 @@ def train(
                 pred = net(xb)
             loss = loss_fn(pred, yb, recipe)
             opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
+            scaler.scale(loss).backward()  # type: ignore[no-untyped-call]
             scaler.unscale_(opt)
             nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
             scaler.step(opt)
