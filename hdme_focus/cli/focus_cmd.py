@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.table import Table
 
 from hdme_focus.cli import (
     ConfigOption,
@@ -107,11 +106,17 @@ def calibrate_cmd(
 ) -> None:
     """Fit sigma(z) = sqrt((k (z - z0))^2 + sigma0^2) per ROI of a sweep; write JSON + plot.
 
-    Uses the sweep's <roi>_sigma_px columns when it was recorded with an
-    estimator, else estimates the frames now. Regions with too few points, no
-    minimum inside the range or a poor fit are left out with the reason; if
-    none is usable nothing is written.
+    Uses the sweep's <roi>_sigma_px columns when it was recorded with the same
+    estimator (or none is named), else estimates the frames now. Regions with too
+    few points, no minimum inside the range, a poor fit, a slope far from the
+    configured optics, an uncertain focus or focus outside the soft limits are
+    left out with the reason; if none is usable nothing is written. Without
+    --out each sweep's calibration is kept in <paths.output_dir>/calibrations/
+    and becomes the active one; the line says which calibration it replaced.
     """
+    from hdme_focus.calibration.store import save_calibration
+    from hdme_focus.cli.output import print_table, progress_bar
+    from hdme_focus.core.errors import UsageError
     from hdme_focus.instrument.calibrate import calibrate_sweep, plot_calibration
 
     cfg = get_config(config)
@@ -122,20 +127,32 @@ def calibrate_cmd(
         if estimator != "default":
             raise
     try:
-        run = calibrate_sweep(sweep_dir, est)
+        with progress_bar(err_console, "estimating frames") as progress:
+            run = calibrate_sweep(
+                sweep_dir, est, progress=progress, prefer_recorded=estimator == "default"
+            )
     except _user_errors() as exc:
         raise UserError(str(exc)) from None
-    target = out if out is not None else default_calibration_path(cfg)
-    path = run.calibration.save(target)
+    try:
+        saved = save_calibration(
+            run.calibration,
+            active=default_calibration_path(cfg),
+            output_dir=Path(cfg.paths.output_dir),
+            out=out,
+        )
+    except UsageError as exc:
+        raise UserError(str(exc)) from None
+    path = saved.path
     png = plot_calibration(run, path.with_suffix(".png"))
+    if saved.kept is not None:
+        plot_calibration(run, saved.kept.with_suffix(".png"))
 
-    table = Table(title=f"V-curve fits ({run.calibration.estimator})", title_justify="left")
-    for col in ("ROI", "z0 mm", "k px/mm", "k lens", "sigma0 px", "RMSE px", "R^2", "n", "u mm"):
-        table.add_column(col, justify="left" if col == "ROI" else "right")
-    for r in run.calibration.rois:
-        table.add_row(
+    headers = ["ROI", "z0 mm", "+/- mm", "k px/mm", "k lens", "sigma0 px", "RMSE px", "R^2"]
+    rows = [
+        [
             r.name,
             _fmt(r.z0_mm),
+            _fmt(r.z0_stderr_mm),
             _fmt(r.k_px_per_mm, ".2f"),
             _fmt(r.k_thin_lens_px_per_mm, ".2f"),
             _fmt(r.sigma0_px, ".2f"),
@@ -143,11 +160,33 @@ def calibrate_cmd(
             _fmt(r.r2, ".3f"),
             str(r.n_points),
             _fmt(r.object_distance_mm, ".0f"),
+        ]
+        for r in run.calibration.rois
+    ]
+    print_table(
+        console, f"V-curve fits ({run.calibration.estimator})", [*headers, "n", "u mm"], rows
+    )
+    if run.record.status != "complete":
+        err_console.print(
+            f"[yellow]warning:[/] the sweep is {run.record.status!r}, not complete; "
+            "check each region's fit or record it again",
+            highlight=False,
+            soft_wrap=True,
         )
-    console.print(table)
+    for r in run.calibration.rois:
+        for why in r.warnings:
+            err_console.print(
+                f"[yellow]warning {r.name}:[/] {why}", highlight=False, soft_wrap=True
+            )
     for name, why in run.rejected.items():
         err_console.print(f"[yellow]left out {name}:[/] {why}", highlight=False, soft_wrap=True)
+    source = "the sweep's recorded sigma_px" if run.reused_sigmas else "estimated now"
+    console.print(f"blur:        {source}", highlight=False)
     console.print(f"calibration: {path}", highlight=False)
+    if saved.kept is not None:
+        console.print(f"kept as:     {saved.kept}", highlight=False)
+    if saved.replaced is not None:
+        console.print(f"replaces:    {saved.replaced}", highlight=False, soft_wrap=True)
     console.print(f"plot:        {png}", highlight=False)
 
 
