@@ -40,19 +40,12 @@ from hdme_focus.config import CameraConfig, InstrumentConfig, SceneConfig, Stage
 from hdme_focus.core.frame import to_gray_float
 from hdme_focus.core.roi import Roi
 from hdme_focus.drivers.base import SafeStage
-from hdme_focus.drivers.replay import ReplayCamera, ReplayStage, load_recording
 from hdme_focus.drivers.sim import SimClock
+from hdme_focus.drivers.sim.replay import ReplayCamera, ReplayStage, load_recording
 from hdme_focus.estimation.base import DefocusEstimator
 from hdme_focus.estimation.estimator import load_estimator
 from hdme_focus.focus_measures import focus_measures
-from hdme_focus.instrument.autofocus import (
-    HdmeOptions,
-    SearchOptions,
-    autofocus_brent,
-    autofocus_hdme,
-    autofocus_sweep,
-    parabolic_peak,
-)
+from hdme_focus.instrument.autofocus import HdmeOptions, autofocus_hdme
 from hdme_focus.instrument.calibrate import calibrate_sweep
 from hdme_focus.instrument.demo import (
     Attempt,
@@ -63,6 +56,12 @@ from hdme_focus.instrument.demo import (
     trial_row,
 )
 from hdme_focus.instrument.devices import Instrument, open_instrument
+from hdme_focus.instrument.search import (
+    SearchOptions,
+    autofocus_brent,
+    autofocus_sweep,
+    parabolic_peak,
+)
 from hdme_focus.instrument.sweep import default_rois, plan_positions, run_sweep
 from hdme_focus.textures import SCENE_TEXTURES
 

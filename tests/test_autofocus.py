@@ -14,24 +14,17 @@ from sim_oracle import OracleEstimator, truth_calibration
 from typer.testing import CliRunner
 
 from hdme_focus.calibration.model import Calibration
-from hdme_focus.cli import _register, app
+from hdme_focus.cli.app import app
 from hdme_focus.config import CameraConfig, InstrumentConfig, PathsConfig, SceneConfig, to_toml
 from hdme_focus.core.roi import Roi
 from hdme_focus.estimation.estimator import default_weights_path
 from hdme_focus.instrument import devices
-from hdme_focus.instrument.autofocus import (
-    AutofocusRefused,
-    HdmeOptions,
-    SearchOptions,
-    autofocus_brent,
-    autofocus_hdme,
-    autofocus_sweep,
-    load_state,
-    state_path,
-)
+from hdme_focus.instrument.autofocus import HdmeOptions, autofocus_hdme
 from hdme_focus.instrument.devices import Instrument, open_instrument
+from hdme_focus.instrument.prior import load_state, state_path
+from hdme_focus.instrument.search import SearchOptions, autofocus_brent, autofocus_sweep
+from hdme_focus.instrument.session import AutofocusRefused
 
-_register()
 runner = CliRunner()
 
 SIZE = (192, 144)
@@ -319,7 +312,7 @@ def cli_setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]
             cam: Any = opened[-1].camera
             return OracleEstimator(cam, box, noise_px=0.05).predict(image, bit_depth)
 
-    monkeypatch.setattr("hdme_focus.cli.focus_cmd.load_estimator_for", lambda *a: LazyOracle())
+    monkeypatch.setattr("hdme_focus.cli.focus_cmd.load_estimator", lambda *a, **k: LazyOracle())
     return {"config": config, "opened": opened, "roi": ",".join(map(str, box)), "cal": cal}
 
 
@@ -406,7 +399,7 @@ def test_cli_refusal_exits_4_and_leaves_the_stage(
         def predict(self, image: Any, bit_depth: int | None = None, **kw: Any) -> Any:
             return np.full(np.asarray(image).shape[:2], np.nan, np.float32)
 
-    monkeypatch.setattr("hdme_focus.cli.focus_cmd.load_estimator_for", lambda *a: Flat(None))  # type: ignore[arg-type]
+    monkeypatch.setattr("hdme_focus.cli.focus_cmd.load_estimator", lambda *a, **k: Flat(None))  # type: ignore[arg-type]
     result = runner.invoke(
         app, ["autofocus", "--roi", cli_setup["roi"], "-c", str(cli_setup["config"])]
     )

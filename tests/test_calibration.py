@@ -29,14 +29,13 @@ from hdme_focus.calibration.model import (
     build_calibration,
     load_calibration,
 )
-from hdme_focus.cli import _register, app
+from hdme_focus.cli.app import app
 from hdme_focus.config import CameraConfig, InstrumentConfig, to_toml
 from hdme_focus.instrument.calibrate import calibrate_sweep
 from hdme_focus.instrument.devices import open_instrument
 from hdme_focus.instrument.sweep import default_rois, plan_positions, run_sweep
 from hdme_focus.optics import ThinLens
 
-_register()
 runner = CliRunner()
 
 IMAGE_LENS = ThinLens(50.0, 8.0, 5.0, 51.0, "image")

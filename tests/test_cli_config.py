@@ -7,9 +7,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from hdme_focus.cli import _register, app
+from hdme_focus.cli.app import app
 
-_register()
 runner = CliRunner()
 
 

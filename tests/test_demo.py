@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from hdme_focus.cli import _register, app
+from hdme_focus.cli.app import app
 from hdme_focus.config import CameraConfig, ConfigError, InstrumentConfig, StageConfig
 from hdme_focus.estimation.estimator import default_weights_path, load_estimator
 from hdme_focus.instrument.demo import DemoOptions, run_demo
+from hdme_focus.records import OutputExistsError
 
-_register()
 runner = CliRunner()
 
 SMALL = InstrumentConfig(camera=CameraConfig(width_px=192, height_px=144))
@@ -42,7 +42,7 @@ def test_demo_writes_a_report_with_plots_and_numbers(tmp_path: Path) -> None:
 def test_demo_refuses_to_overwrite_and_to_run_off_the_simulator(tmp_path: Path) -> None:
     (tmp_path / "report.md").write_text("previous")
     est = load_estimator("focus-measure")
-    with pytest.raises(ConfigError, match="already holds a demo report"):
+    with pytest.raises(OutputExistsError, match="already holds a demo report"):
         run_demo(SMALL, tmp_path, est, QUICK)
     replay = InstrumentConfig(
         stage=StageConfig(driver="replay", replay_dir=tmp_path),

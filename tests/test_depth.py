@@ -12,12 +12,11 @@ from sim_oracle import OracleEstimator, truth_calibration
 from typer.testing import CliRunner
 
 from hdme_focus.calibration.model import Calibration
-from hdme_focus.cli import _register, app
+from hdme_focus.cli.app import app
 from hdme_focus.config import CameraConfig, InstrumentConfig
 from hdme_focus.instrument.depth import depth_from_frame, measure_depth, write_depth
 from hdme_focus.instrument.devices import Instrument, open_instrument
 
-_register()
 runner = CliRunner()
 
 
@@ -96,4 +95,4 @@ def test_files_are_float32_tiffs_png_and_ply(
 def test_cli_depth_rejects_an_unknown_side() -> None:
     result = runner.invoke(app, ["depth", "--side", "left"])
     assert result.exit_code == 2
-    assert "--side 'left'" in result.stderr
+    assert "'--side'" in result.stderr and "'left' is not one of 'near', 'far'" in result.stderr

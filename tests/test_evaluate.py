@@ -10,7 +10,7 @@ import pytest
 from numpy.typing import ArrayLike, NDArray
 from typer.testing import CliRunner
 
-from hdme_focus.cli import _register, app
+from hdme_focus.cli.app import app
 from hdme_focus.estimation.evaluate import (
     evaluate,
     markdown_table,
@@ -20,7 +20,6 @@ from hdme_focus.estimation.evaluate import (
 )
 from hdme_focus.estimation.synthesis import SynthesisRecipe, make_test_set, save_test_set
 
-_register()
 runner = CliRunner()
 F32 = NDArray[np.float32]
 

@@ -11,17 +11,17 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from hdme_focus.cli import _register, app, hardware_cmd
+from hdme_focus.cli import hardware_cmd
+from hdme_focus.cli.app import app
 from hdme_focus.cli.hardware_cmd import emulator_config, start_emulator
 from hdme_focus.config import InstrumentConfig, load_config, to_toml
 from hdme_focus.drivers.base import CommunicationError
 from hdme_focus.drivers.emulators import PtyEmulator
 from hdme_focus.instrument.devices import open_instrument
-from hdme_focus.instrument.records import load_sweep
 from hdme_focus.instrument.sweep import default_rois, plan_positions, run_sweep
+from hdme_focus.records import load_sweep
 
 STEP_MM = 0.2
-_register()
 
 
 def small_config(kind: str, port: str, speed_mm_s: float = 50.0) -> InstrumentConfig:

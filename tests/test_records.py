@@ -13,7 +13,7 @@ import pytest
 from hdme_focus.config import InstrumentConfig
 from hdme_focus.core.frame import Frame
 from hdme_focus.core.roi import Roi
-from hdme_focus.instrument.records import (
+from hdme_focus.records import (
     RecordError,
     SweepExistsError,
     SweepWriter,
@@ -94,8 +94,9 @@ def test_undeclared_column_is_refused(tmp_path: Path) -> None:
 def test_existing_sweep_is_refused_unless_overwrite(tmp_path: Path) -> None:
     _writer(tmp_path).open().finish("complete")
     (tmp_path / "notes.txt").write_text("keep me")
-    with pytest.raises(SweepExistsError, match="--overwrite"):
+    with pytest.raises(SweepExistsError, match="already holds a sweep") as refused:
         _writer(tmp_path).open()
+    assert refused.value.directory == tmp_path  # the CLI names --out and --overwrite with it
     w = _writer(tmp_path, overwrite=True).open()
     w.finish("partial", "test")
     assert (tmp_path / "notes.txt").read_text() == "keep me"

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from hdme_focus.cli import _register, app
+from hdme_focus.cli.app import app
 from hdme_focus.config import (
     CameraConfig,
     ConfigError,
@@ -19,21 +19,20 @@ from hdme_focus.config import (
     to_toml,
 )
 from hdme_focus.drivers.base import MotionRefused
-from hdme_focus.drivers.replay import (
+from hdme_focus.drivers.sim import SimClock
+from hdme_focus.drivers.sim.replay import (
     ReplayCamera,
     ReplayError,
     ReplayStage,
     load_recording,
     recording_from_files,
 )
-from hdme_focus.drivers.sim import SimClock
 from hdme_focus.estimation.estimator import load_estimator
 from hdme_focus.instrument.calibrate import calibrate_sweep
 from hdme_focus.instrument.devices import open_instrument
-from hdme_focus.instrument.records import load_sweep
 from hdme_focus.instrument.sweep import default_rois, plan_positions, run_sweep
+from hdme_focus.records import load_sweep
 
-_register()
 runner = CliRunner()
 
 PCB = Path(__file__).resolve().parents[2] / "shared/data/pcb-focus-sweep"

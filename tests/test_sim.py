@@ -17,8 +17,8 @@ from hdme_focus.config import (
     StageConfig,
 )
 from hdme_focus.drivers.base import Camera, CameraError, Stage
-from hdme_focus.drivers.scenes import build_scene
 from hdme_focus.drivers.sim import SimCamera, SimClock, SimStage, open_sim
+from hdme_focus.drivers.sim.scenes import build_scene
 from hdme_focus.textures import SCENE_TEXTURES
 
 Bench = tuple[SimStage, SimCamera, SimClock]

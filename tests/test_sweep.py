@@ -10,13 +10,13 @@ import pytest
 from numpy.typing import ArrayLike, NDArray
 from typer.testing import CliRunner
 
-from hdme_focus.cli import _register, app
+from hdme_focus.cli.app import app
 from hdme_focus.config import ConfigError, InstrumentConfig
 from hdme_focus.core.roi import Roi, RoiError
 from hdme_focus.drivers.base import DeviceError, MotionRefused, StageFault
 from hdme_focus.instrument.devices import Instrument, open_instrument
-from hdme_focus.instrument.records import SweepExistsError, load_sweep
 from hdme_focus.instrument.sweep import default_rois, plan_positions, run_sweep
+from hdme_focus.records import SweepExistsError, load_sweep
 
 STEP_MM = 0.1
 SMALL = {"camera": {"width_px": 160, "height_px": 120}}
@@ -32,7 +32,7 @@ def test_plan_positions_covers_the_range_in_either_direction() -> None:
     assert plan_positions(0.0, 0.3, 0.1) == [0.0, 0.1, 0.2, 0.3]
     assert plan_positions(1.0, 0.75, 0.1) == [1.0, 0.9, 0.8]
     assert len(plan_positions(0.0, 3.0, 0.02)) == 151
-    with pytest.raises(ValueError, match="--step"):
+    with pytest.raises(ValueError, match=r"step 0\.0 mm: must be a positive distance"):
         plan_positions(0.0, 1.0, 0.0)
 
 
@@ -88,7 +88,7 @@ def test_bad_roi_and_existing_sweep_are_refused_before_motion(
     assert not (tmp_path / "a").exists()
     run_sweep(instrument, [1.0], {"c": Roi(0, 0, 16, 16)}, tmp_path / "b")
     moves = instrument.raw_stage.moves  # type: ignore[attr-defined]
-    with pytest.raises(SweepExistsError, match="--overwrite"):
+    with pytest.raises(SweepExistsError, match="already holds a sweep"):
         run_sweep(instrument, [1.2, 1.1], {"c": Roi(0, 0, 16, 16)}, tmp_path / "b")
     assert instrument.raw_stage.moves == moves  # type: ignore[attr-defined]
     assert len(load_sweep(tmp_path / "b")) == 1  # the old record is untouched
@@ -177,7 +177,6 @@ def _write_small_config(tmp_path: Path) -> Path:
 
 
 def test_cli_sweep_writes_frames_table_manifest_and_plot(tmp_path: Path) -> None:
-    _register()
     out = tmp_path / "s"
     result = runner.invoke(
         app,
@@ -211,7 +210,6 @@ def test_cli_sweep_writes_frames_table_manifest_and_plot(tmp_path: Path) -> None
 def test_cli_sweep_user_errors_are_one_line_exit_2_and_write_nothing(
     tmp_path: Path, args: list[str], fragment: str
 ) -> None:
-    _register()
     out = tmp_path / "s"
     result = runner.invoke(
         app, ["sweep", "--out", str(out), "--config", str(_write_small_config(tmp_path)), *args]
@@ -220,6 +218,19 @@ def test_cli_sweep_user_errors_are_one_line_exit_2_and_write_nothing(
     lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and fragment in lines[0], result.stderr
     assert not out.exists()
+
+
+def test_cli_names_its_flags_when_out_already_holds_a_sweep(tmp_path: Path) -> None:
+    out = tmp_path / "s"
+    out.mkdir()
+    (out / "sweep.json").write_text("{}")  # any manifest marks a sweep directory
+    result = runner.invoke(
+        app, ["sweep", "--out", str(out), "--config", str(_write_small_config(tmp_path))]
+    )
+    assert result.exit_code == 2, result.output
+    assert f"--out {out}: already holds a sweep" in result.stderr
+    assert "pass --overwrite" in result.stderr
+    assert (out / "sweep.json").read_text() == "{}"
 
 
 def test_instrument_stops_the_stage_and_closes_devices_on_exception() -> None:

@@ -173,9 +173,8 @@ def test_shipped_recipes_are_valid() -> None:
 
 
 def test_cli_train_rejects_an_unknown_preset(tmp_path: Path) -> None:
-    from hdme_focus.cli import _register, app
+    from hdme_focus.cli.app import app
 
-    _register()
     res = CliRunner().invoke(app, ["train", "--preset", "nope", "--out", str(tmp_path / "r")])
     assert res.exit_code == 2
     assert "unknown preset" in res.output
@@ -186,10 +185,9 @@ def test_cli_estimate_writes_maps_and_reports_bad_files(tmp_path: Path) -> None:
     import numpy as np
     import tifffile
 
-    from hdme_focus.cli import _register, app
+    from hdme_focus.cli.app import app
     from hdme_focus.estimation.estimator import save_weights
 
-    _register()
     w = save_weights(
         tmp_path / "w.safetensors", build_model("hdme-tiny"), preset="hdme-tiny", sigma_max_px=10
     )

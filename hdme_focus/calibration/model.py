@@ -429,3 +429,28 @@ def build_calibration(
         ],
         rejected=list(rejected),
     )
+
+
+# --------------------------------------------------------------------------- reading errors
+
+SCALE_ERROR = 0.15  # relative error of a blur reading on a scene other than the calibration's
+
+
+def _sigma_error_px(sigma_px: float) -> float:
+    """Typical error of a region's blur estimate: grows with the blur."""
+    return 0.15 + 0.08 * sigma_px
+
+
+def distance_error_mm(sigma_px: float, k_px_per_mm: float, sigma0_px: float) -> float:
+    """1-sigma error of |z - z0| read from a blur: noise near focus, scale error far from it.
+
+    Noise: d = sqrt(sigma^2 - sigma0^2) / k, so dd/dsigma = sigma / (k^2 d) grows
+    without bound as sigma approaches sigma0 (the excess is floored at one error
+    step). Scale: an estimator that reads a scene's blur a few % high or low
+    errs in proportion to d (SCALE_ERROR).
+    """
+    e = _sigma_error_px(sigma_px)
+    excess = math.sqrt(max(sigma_px**2 - sigma0_px**2, 2.0 * sigma0_px * e + e * e))
+    noise = e * max(sigma_px, sigma0_px + e) / (k_px_per_mm * excess)
+    d = math.sqrt(max(sigma_px**2 - sigma0_px**2, 0.0)) / k_px_per_mm
+    return math.hypot(noise, SCALE_ERROR * d)

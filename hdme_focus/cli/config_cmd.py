@@ -6,11 +6,10 @@ from pathlib import Path
 
 import typer
 
-from hdme_focus.cli import ConfigOption, app, console, get_config, handle_errors
+from hdme_focus.cli.common import ConfigOption, console, get_config, handle_errors
 from hdme_focus.config import load_config, to_toml
 
 config_app = typer.Typer(help="Show or validate the instrument file.", no_args_is_help=True)
-app.add_typer(config_app, name="config")
 
 
 @config_app.command("show")

@@ -6,10 +6,18 @@ from pathlib import Path
 
 import typer
 
-from hdme_focus.cli import UserError, app, console, err_console, handle_errors
+from hdme_focus.cli.common import (
+    Device,
+    DeviceOption,
+    EstimatorOption,
+    UserError,
+    console,
+    err_console,
+    handle_errors,
+    load_estimator,
+)
 
 
-@app.command("train")
 @handle_errors
 def train_cmd(
     out: Path = typer.Option(
@@ -71,21 +79,16 @@ def train_cmd(
         console.print(f"exported {w} and {card}")
 
 
-@app.command("estimate")
 @handle_errors
 def estimate_cmd(
     images: list[Path] = typer.Argument(..., help="Image files (PNG, TIFF, JPEG...)."),
     out: Path = typer.Option(..., "--out", help="Output directory."),
-    estimator: str | None = typer.Option(
-        None,
-        "--estimator",
-        help="hdme-net (default, hdme-lite), hdme-tiny, or a baseline name, e.g. reblur.",
-    ),
+    estimator: str | None = EstimatorOption,
     weights: Path | None = typer.Option(None, "--weights", help="HDME-Net weights (.safetensors)."),
     downscale: float = typer.Option(
         1.0, "--downscale", help="Estimate on the frame resized by 1/K (blur beyond 10 px)."
     ),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, mps."),
+    device: Device = DeviceOption,
 ) -> None:
     """Write <stem>.sigma.tiff (float32 sigma in px) and <stem>.sigma.png for each IMAGE.
 
@@ -94,25 +97,13 @@ def estimate_cmd(
     NaN in the TIFF. Every file is written whole or not at all.
     """
     from hdme_focus.cli.output import progress_bar
-    from hdme_focus.core.errors import UsageError
-    from hdme_focus.core.frame import ImageInputError
-    from hdme_focus.estimation.estimator import WeightsError, load_estimator, predict_downscaled
+    from hdme_focus.estimation.estimator import predict_downscaled
     from hdme_focus.instrument import estimate_files as ef
 
     if downscale < 1:
         raise UserError(f"--downscale must be >= 1, got {downscale}")
-    if weights is not None and estimator not in (None, "hdme-net", "hdme"):
-        raise UserError("--weights applies to hdme-net only; drop --estimator or --weights")
-    try:
-        ef.check_out_dir(out)
-    except UsageError as exc:
-        raise UserError(str(exc)) from None
-    try:
-        est = load_estimator(weights if weights is not None else estimator, device=device)
-    except (WeightsError, ImageInputError) as exc:
-        raise UserError(str(exc)) from None
-    except (KeyError, ValueError) as exc:
-        raise UserError(str(exc)) from None
+    ef.check_out_dir(out)
+    est = load_estimator(estimator, device, weights=weights)
 
     def done(r: ef.EstimateOutput) -> None:
         renamed = "" if r.stem == r.source.stem else f" (renamed: another input is {r.source.name})"

@@ -6,38 +6,21 @@ from pathlib import Path
 
 import typer
 
-from hdme_focus.cli import UserError, app, console, handle_errors
+from hdme_focus.cli.common import (
+    Device,
+    DeviceOption,
+    EstimatorOption,
+    UserError,
+    console,
+    handle_errors,
+    load_estimator,
+)
 
 
-def _load(weights: Path | None, estimator: str | None, device: str) -> object:
-    from hdme_focus.estimation.baselines import BASELINES, get_baseline
-
-    if weights is not None and estimator not in (None, "hdme", "hdme-net"):
-        raise UserError("--weights applies to hdme-net only; drop --estimator or --weights")
-    if weights is None and estimator in BASELINES:
-        return get_baseline(estimator)
-    try:
-        from hdme_focus.estimation.estimator import load_estimator
-    except ImportError:
-        raise UserError(
-            f"HDME-Net is not available in this install; use --estimator {' or '.join(BASELINES)}"
-        ) from None
-    try:
-        return load_estimator(weights if weights is not None else estimator, device=device)
-    except FileNotFoundError:
-        raise
-    except (ValueError, KeyError, LookupError) as exc:
-        hint = "" if weights or estimator else f" (or pick --estimator {BASELINES[0]})"
-        raise UserError(f"estimator {estimator or weights or 'default'}: {exc}{hint}") from None
-
-
-@app.command("evaluate")
 @handle_errors
 def evaluate_cmd(
     weights: Path | None = typer.Option(None, "--weights", help="HDME-Net weights (.safetensors)."),
-    estimator: str | None = typer.Option(
-        None, "--estimator", help="hdme-net (default), reblur or focus-measure."
-    ),
+    estimator: str | None = EstimatorOption,
     test_set: Path | None = typer.Option(
         None, "--test-set", help="A test set .npz; default: the standard held-out set."
     ),
@@ -49,11 +32,10 @@ def evaluate_cmd(
     out: Path = typer.Option(
         Path("evaluation"), "--out", help="Writes <estimator>.json and caches the test set here."
     ),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, mps."),
+    device: Device = DeviceOption,
 ) -> None:
     """MAE/MSE of sigma/sigma_max, AbsRel, RMSE, delta<1.25^k: all, textured, per sigma bin."""
     from hdme_focus.core.frame import ImageInputError
-    from hdme_focus.estimation.base import DefocusEstimator
     from hdme_focus.estimation.evaluate import (
         evaluate,
         render_table,
@@ -63,9 +45,7 @@ def evaluate_cmd(
     )
     from hdme_focus.estimation.synthesis import load_test_set
 
-    est = _load(weights, estimator, device)
-    if not isinstance(est, DefocusEstimator):  # pragma: no cover - guarded by the loaders
-        raise UserError(f"{est!r} is not a defocus estimator")
+    est = load_estimator(estimator, device, weights=weights)
     try:
         if test_set is not None:
             if not test_set.is_file():

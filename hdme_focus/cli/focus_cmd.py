@@ -11,73 +11,37 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import typer
 
-from hdme_focus.cli import (
+from hdme_focus.cli.common import (
     ConfigOption,
+    Device,
+    DeviceOption,
+    Direction,
+    EstimatorOption,
+    FocusRefused,
+    Method,
+    Side,
     UserError,
-    app,
     console,
     err_console,
     get_config,
     handle_errors,
+    load_estimator,
 )
 from hdme_focus.config import InstrumentConfig
 
-EXIT_REFUSED = 4
+if TYPE_CHECKING:
+    from hdme_focus.calibration.model import Calibration
+    from hdme_focus.estimation.base import DefocusEstimator
 
-EstimatorOption = typer.Option(
-    "default",
-    "--estimator",
-    help="'default' (shipped hdme-lite or paths.weights), 'hdme-tiny' (shipped, faster), "
-    "a weights file, or a baseline name.",
-)
-DeviceOption = typer.Option("auto", "--device", help="Estimator device: auto, cpu, cuda.")
 CalibrationOption = typer.Option(
     None,
     "--calibration",
     help="Calibration file. Default: paths.calibration, else <paths.output_dir>/calibration.json.",
 )
-
-
-class FocusRefused(UserError):
-    exit_code = EXIT_REFUSED
-
-
-def _user_errors() -> tuple[type[Exception], ...]:
-    """Domain errors whose message is already the one line a user needs."""
-    from hdme_focus.calibration.fit import CalibrationError
-    from hdme_focus.calibration.model import CalibrationFileError
-    from hdme_focus.core.frame import ImageInputError
-    from hdme_focus.core.roi import RoiError
-    from hdme_focus.drivers.replay import ReplayError
-    from hdme_focus.instrument.records import RecordError
-
-    return (
-        CalibrationError,
-        CalibrationFileError,
-        ReplayError,
-        ImageInputError,
-        RecordError,
-        RoiError,
-    )
-
-
-def load_estimator_for(name: str, device: str, config: InstrumentConfig) -> Any:
-    """The estimator the user named; 'default' honours paths.weights."""
-    from hdme_focus.estimation.estimator import load_estimator
-
-    target: str | Path | None = None if name == "default" else name
-    if target is None and config.paths.weights is not None:
-        target = config.paths.weights
-    try:
-        return load_estimator(target, device=device)
-    except FileNotFoundError as exc:
-        raise UserError(f"--estimator {name}: weights file not found: {exc}") from None
-    except (ValueError, KeyError) as exc:
-        raise UserError(f"--estimator {name}: {exc}") from None
 
 
 def default_calibration_path(config: InstrumentConfig) -> Path:
@@ -93,15 +57,14 @@ def _fmt(v: float | None, spec: str = ".4f") -> str:
 # --------------------------------------------------------------------------- calibrate
 
 
-@app.command("calibrate")
 @handle_errors
 def calibrate_cmd(
     sweep_dir: Path = typer.Argument(..., help="A sweep directory recorded by `hdme-focus sweep`."),
     out: Path | None = typer.Option(
         None, "--out", "-o", help="Calibration file. Default: where autofocus looks for it."
     ),
-    estimator: str = EstimatorOption,
-    device: str = DeviceOption,
+    estimator: str | None = EstimatorOption,
+    device: Device = DeviceOption,
     config: Path | None = ConfigOption,
 ) -> None:
     """Fit sigma(z) = sqrt((k (z - z0))^2 + sigma0^2) per ROI of a sweep; write JSON + plot.
@@ -116,32 +79,23 @@ def calibrate_cmd(
     """
     from hdme_focus.calibration.store import save_calibration
     from hdme_focus.cli.output import print_table, progress_bar
-    from hdme_focus.core.errors import UsageError
     from hdme_focus.instrument.calibrate import calibrate_sweep, plot_calibration
 
     cfg = get_config(config)
     est = None
     try:
-        est = load_estimator_for(estimator, device, cfg)
+        est = load_estimator(estimator, device, config=cfg)
     except UserError:
-        if estimator != "default":
+        if estimator is not None:
             raise
-    try:
-        with progress_bar(err_console, "estimating frames") as progress:
-            run = calibrate_sweep(
-                sweep_dir, est, progress=progress, prefer_recorded=estimator == "default"
-            )
-    except _user_errors() as exc:
-        raise UserError(str(exc)) from None
-    try:
-        saved = save_calibration(
-            run.calibration,
-            active=default_calibration_path(cfg),
-            output_dir=Path(cfg.paths.output_dir),
-            out=out,
-        )
-    except UsageError as exc:
-        raise UserError(str(exc)) from None
+    with progress_bar(err_console, "estimating frames") as progress:
+        run = calibrate_sweep(sweep_dir, est, progress=progress, prefer_recorded=estimator is None)
+    saved = save_calibration(
+        run.calibration,
+        active=default_calibration_path(cfg),
+        output_dir=Path(cfg.paths.output_dir),
+        out=out,
+    )
     path = saved.path
     png = plot_calibration(run, path.with_suffix(".png"))
     if saved.kept is not None:
@@ -193,38 +147,31 @@ def calibrate_cmd(
 # --------------------------------------------------------------------------- autofocus
 
 
-def _load_calibration(path: Path | None, cfg: InstrumentConfig) -> tuple[Any, Path]:
-    """Read and check the calibration against the configured optics and frame size."""
-    from hdme_focus.calibration.model import CalibrationFileError, load_calibration
+def _calibration_and_estimator(
+    path: Path | None, cfg: InstrumentConfig, estimator: str | None, device: Device
+) -> tuple[Calibration, DefocusEstimator]:
+    """The calibration, checked against the optics and frame size, and the estimator it fits.
+
+    A calibration holds only for the estimator whose blur scale it fitted.
+    """
+    from hdme_focus.calibration.model import load_calibration
 
     source = path if path is not None else default_calibration_path(cfg)
-    try:
-        cal = load_calibration(source)
-        frame = (
-            None if cfg.camera.driver == "replay" else (cfg.camera.width_px, cfg.camera.height_px)
-        )
-        return cal.check_matches(source, cfg.optics.lens(), frame), source
-    except CalibrationFileError as exc:
-        raise UserError(str(exc)) from None
+    frame = None if cfg.camera.driver == "replay" else (cfg.camera.width_px, cfg.camera.height_px)
+    cal = load_calibration(source).check_matches(source, cfg.optics.lens(), frame)
+    est = load_estimator(estimator, device, config=cfg)
+    cal.check_matches(source, estimator=est.name)
+    return cal, est
 
 
-def _check_estimator(cal: Any, source: Path, estimator: Any) -> None:
-    """A calibration holds only for the estimator whose blur scale it fitted."""
-    from hdme_focus.calibration.model import CalibrationFileError
-
-    try:
-        cal.check_matches(source, estimator=getattr(estimator, "name", None))
-    except CalibrationFileError as exc:
-        raise UserError(str(exc)) from None
-
-
-@app.command("autofocus")
 @handle_errors
 def autofocus_cmd(
     roi: str = typer.Option(..., "--roi", help="Region X,Y,W,H in pixels."),
-    method: str = typer.Option("hdme", "--method", help="hdme, brent or sweep."),
-    direction: str = typer.Option(
-        "auto", "--direction", help="hdme: auto (prior if unambiguous, else probe), prior, probe."
+    method: Method = typer.Option(Method.hdme, "--method", help="Single-capture or a search."),
+    direction: Direction = typer.Option(
+        Direction.auto,
+        "--direction",
+        help="hdme: auto (prior if unambiguous, else probe), prior, probe.",
     ),
     verify: bool = typer.Option(False, "--verify", help="Capture after the move; report residual."),
     max_tries: int = typer.Option(
@@ -246,8 +193,8 @@ def autofocus_cmd(
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the full result as JSON."),
     calibration: Path | None = CalibrationOption,
-    estimator: str = EstimatorOption,
-    device: str = DeviceOption,
+    estimator: str | None = EstimatorOption,
+    device: Device = DeviceOption,
     config: Path | None = ConfigOption,
 ) -> None:
     """Focus one region: HDME from one capture and one move, or a classical search.
@@ -257,62 +204,54 @@ def autofocus_cmd(
     <paths.output_dir>/autofocus-state.json and serves as the `prior`.
     """
     from hdme_focus.core.roi import parse_roi
-    from hdme_focus.instrument import autofocus as af
+    from hdme_focus.instrument.autofocus import HdmeOptions, autofocus_hdme
     from hdme_focus.instrument.devices import open_instrument
+    from hdme_focus.instrument.prior import state_path
+    from hdme_focus.instrument.search import SearchOptions, autofocus_brent, autofocus_sweep
+    from hdme_focus.instrument.session import AutofocusRefused, AutofocusResult
 
     cfg = get_config(config)
-    if method not in af.METHODS:
-        raise UserError(f"--method {method!r}: choose one of {', '.join(af.METHODS)}")
-    if direction not in af.STRATEGIES:
-        raise UserError(f"--direction {direction!r}: choose one of {', '.join(af.STRATEGIES)}")
     if max_tries < 1:
         raise UserError(f"--max-tries {max_tries}: must be at least 1")
     if margin is not None and margin < 0:
         raise UserError(f"--margin-px {margin}: must be >= 0")
     if span is not None and not (math.isfinite(span) and span > 0):
         raise UserError(f"--span {span}: must be a positive distance in mm")
-    try:
-        region = parse_roi(roi)
-        if cfg.camera.driver != "replay":
-            region.check_inside(cfg.camera.width_px, cfg.camera.height_px)
-    except _user_errors() as exc:
-        raise UserError(str(exc)) from None
+    region = parse_roi(roi)
+    if cfg.camera.driver != "replay":
+        region.check_inside(cfg.camera.width_px, cfg.camera.height_px)
+    hdme = None
+    if method is Method.hdme:
+        hdme = _calibration_and_estimator(calibration, cfg, estimator, device)
 
-    est: Any = None
-    cal: Any = None
-    if method == "hdme":
-        cal, source = _load_calibration(calibration, cfg)
-        est = load_estimator_for(estimator, device, cfg)
-        _check_estimator(cal, source, est)
-
+    result: AutofocusResult
     with open_instrument(cfg) as inst:
         try:
-            if method == "hdme":
-                opts = af.HdmeOptions(
-                    strategy=direction,  # type: ignore[arg-type]
+            if hdme is not None:
+                cal, est = hdme
+                opts = HdmeOptions(
+                    strategy=direction.value,
                     verify=verify,
                     max_tries=max_tries,
                     prior_uncertainty_mm=prior_uncertainty,
-                    state_file=af.state_path(cfg.paths.output_dir),
+                    state_file=state_path(cfg.paths.output_dir),
                     margin_px=margin,
                 )
-                result = af.autofocus_hdme(inst, region, est, cal, opts)
+                result = autofocus_hdme(inst, region, est, cal, opts)
             else:
                 here = inst.stage.position_mm()
                 rng = None if span is None else (here - span / 2, here + span / 2)
-                search = af.SearchOptions(range_mm=rng)
-                fn = af.autofocus_brent if method == "brent" else af.autofocus_sweep
+                search = SearchOptions(range_mm=rng)
+                fn = autofocus_brent if method is Method.brent else autofocus_sweep
                 result = fn(inst, region, search)
                 if verify:
                     console.print(
                         "note: --verify applies to --method hdme", style="yellow", highlight=False
                     )
-        except af.AutofocusRefused as exc:
+        except AutofocusRefused as exc:
             if as_json and exc.result is not None:
                 console.print_json(json.dumps(exc.result.to_json()))
             raise FocusRefused(str(exc)) from None
-        except _user_errors() as exc:
-            raise UserError(str(exc)) from None
     if as_json:
         console.print_json(json.dumps(result.to_json()))
     else:
@@ -322,11 +261,10 @@ def autofocus_cmd(
 # --------------------------------------------------------------------------- depth
 
 
-@app.command("depth")
 @handle_errors
 def depth_cmd(
-    side: str = typer.Option(
-        "far",
+    side: Side = typer.Option(
+        Side.far,
         "--side",
         help="Assume every object is nearer ('near') or farther ('far') than the focused plane.",
     ),
@@ -336,8 +274,8 @@ def depth_cmd(
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
     calibration: Path | None = CalibrationOption,
-    estimator: str = EstimatorOption,
-    device: str = DeviceOption,
+    estimator: str | None = EstimatorOption,
+    device: Device = DeviceOption,
     config: Path | None = ConfigOption,
 ) -> None:
     """One capture -> sigma map -> distance to the focal plane and object distance per pixel.
@@ -346,28 +284,21 @@ def depth_cmd(
     clipped and out-of-range pixels are masked (confidence.tiff; NaN in
     object_distance_mm.tiff).
     """
-    from hdme_focus.instrument.depth import SIDES, measure_depth, write_depth
+    from hdme_focus.instrument.depth import measure_depth, write_depth
     from hdme_focus.instrument.devices import open_instrument
 
-    if side not in SIDES:
-        raise UserError(f"--side {side!r}: choose 'near' or 'far'")
     cfg = get_config(config)
-    cal, source = _load_calibration(calibration, cfg)
-    est = load_estimator_for(estimator, device, cfg)
-    _check_estimator(cal, source, est)
+    cal, est = _calibration_and_estimator(calibration, cfg, estimator, device)
     target = out if out is not None else Path(cfg.paths.output_dir) / "depth"
     with open_instrument(cfg) as inst:
-        try:
-            maps = measure_depth(inst, est, cal, side)  # type: ignore[arg-type]
-        except _user_errors() as exc:
-            raise UserError(str(exc)) from None
+        maps = measure_depth(inst, est, cal, side.value)
     files = write_depth(maps, target, ply=ply, calibration=cal)
     summary = maps.summary()
     if as_json:
         console.print_json(json.dumps({k: v for k, v in summary.items()}, default=str))
         return
     console.print(
-        f"depth at {maps.position_mm:.4f} mm (side {side}): "
+        f"depth at {maps.position_mm:.4f} mm (side {side.value}): "
         f"{summary['confident_fraction']:.0%} confident, object distance "
         f"{_fmt(summary['object_distance_mm_p5'], '.1f')}.."
         f"{_fmt(summary['object_distance_mm_p95'], '.1f')} mm (5-95%), "
@@ -381,12 +312,11 @@ def depth_cmd(
 # --------------------------------------------------------------------------- demo
 
 
-@app.command("demo")
 @handle_errors
 def demo_cmd(
     out: Path = typer.Option(Path("hdme-demo"), "--out", "-o", help="Output directory."),
-    estimator: str = EstimatorOption,
-    device: str = DeviceOption,
+    estimator: str | None = EstimatorOption,
+    device: Device = DeviceOption,
     trials: int = typer.Option(3, "--trials", help="Autofocus starts per region."),
     seed: int = typer.Option(0, "--seed", help="Random starting positions."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a demo already in --out."),
@@ -398,18 +328,15 @@ def demo_cmd(
     if trials < 1:
         raise UserError(f"--trials {trials}: must be at least 1")
     cfg = get_config(config)
-    est = load_estimator_for(estimator, device, cfg)
-    try:
-        result = run_demo(
-            cfg,
-            out,
-            est,
-            DemoOptions(trials_per_roi=trials, seed=seed),
-            say=lambda msg: err_console.print(msg, highlight=False),
-            overwrite=overwrite,
-        )
-    except _user_errors() as exc:
-        raise UserError(str(exc)) from None
+    est = load_estimator(estimator, device, config=cfg)
+    result = run_demo(
+        cfg,
+        out,
+        est,
+        DemoOptions(trials_per_roi=trials, seed=seed),
+        say=lambda msg: err_console.print(msg, highlight=False),
+        overwrite=overwrite,
+    )
     stats = result.summary["autofocus"]["by_method"].get("hdme", {})
     if stats:
         console.print(

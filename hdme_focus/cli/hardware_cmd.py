@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from hdme_focus.cli import ConfigOption, UserError, app, console, get_config, handle_errors
+from hdme_focus.cli.common import ConfigOption, UserError, console, get_config, handle_errors
 from hdme_focus.config import InstrumentConfig, StageConfig, to_toml
 from hdme_focus.drivers.base import SafeStage
 from hdme_focus.drivers.emulators import (
@@ -24,7 +24,6 @@ stage_app = typer.Typer(
     help="Hands-on control of a hardware focus stage; every move passes SafeStage.",
     no_args_is_help=True,
 )
-app.add_typer(stage_app, name="stage")
 
 EMULATED = ("gcode", "zaber", "apt")
 ZABER_STEPS_PER_MM = 10000.0
@@ -149,7 +148,6 @@ def start_emulator(
     return AptEmulator(axis).start()
 
 
-@app.command("emulate")
 @handle_errors
 def emulate(
     kind: str = typer.Argument(..., help="Controller to emulate: gcode, zaber or apt."),

@@ -5,23 +5,30 @@ from __future__ import annotations
 import datetime as _dt
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from hdme_focus.cli import (
+from hdme_focus.cli.common import (
+    DEFAULT_ESTIMATOR,
     ConfigOption,
+    Device,
+    DeviceOption,
     UserError,
-    app,
     console,
     err_console,
     get_config,
     handle_errors,
+    load_estimator,
 )
 from hdme_focus.config import InstrumentConfig
-from hdme_focus.core.roi import Roi, RoiError, parse_roi
+from hdme_focus.records import SweepRecord
+
+if TYPE_CHECKING:
+    from hdme_focus.estimation.base import DefocusEstimator
+from hdme_focus.core.roi import Roi, parse_roi
 from hdme_focus.focus_measures import DEFAULT_MEASURES, best_index
 
 
@@ -50,33 +57,14 @@ def _rois(specs: list[str], default: dict[str, Roi]) -> dict[str, Roi]:
     return {f"roi{i + 1}": parse_roi(s) for i, s in enumerate(specs)}
 
 
-def _estimator(name: str, device: str, config: InstrumentConfig) -> Any:
-    """None for 'none'; 'default' is paths.weights or the shipped model; else a name or file."""
+def _estimator(name: str, device: Device, config: InstrumentConfig) -> DefocusEstimator | None:
+    """None for 'none' (focus measures only); anything else goes to the one loader."""
     if name.lower() == "none":
         return None
-    import importlib
-
-    try:
-        module = importlib.import_module("hdme_focus.estimation.estimator")
-    except ModuleNotFoundError:
-        module = None
-    load_estimator = getattr(module, "load_estimator", None)
-    if load_estimator is None:
-        raise UserError(
-            f"--estimator {name}: no estimator is available in this build; use --estimator none"
-        )
-    target: str | Path | None = None if name == "default" else name
-    if target is None and config.paths.weights is not None:
-        target = config.paths.weights
-    try:
-        return load_estimator(target, device=device)
-    except FileNotFoundError as exc:
-        raise UserError(f"--estimator {name}: weights file not found: {exc}") from None
-    except (ValueError, KeyError) as exc:
-        raise UserError(f"--estimator {name}: {exc}") from None
+    return load_estimator(None if name == "default" else name, device, config=config)
 
 
-def _summary(record: Any) -> Table:
+def _summary(record: SweepRecord) -> Table:
     from hdme_focus.instrument.sweep import SIGMA_QUANTITY
 
     table = Table(title="best focus per ROI (stage position, mm)", title_justify="left")
@@ -102,7 +90,6 @@ def _summary(record: Any) -> Table:
     return table
 
 
-@app.command("sweep")
 @handle_errors
 def sweep(
     step: float = typer.Option(0.02, "--step", help="Distance between frames, mm."),
@@ -124,9 +111,11 @@ def sweep(
     estimator: str = typer.Option(
         "none",
         "--estimator",
-        help="Add <roi>_sigma_px: 'default' (HDME-Net), a baseline, a weights file or 'none'.",
+        help=f"Add <roi>_sigma_px with an estimator: {DEFAULT_ESTIMATOR} (or 'default', "
+        "which honours paths.weights), hdme-tiny, a baseline, a weights file; 'none' records "
+        "focus measures only.",
     ),
-    device: str = typer.Option("auto", "--device", help="Estimator device: auto, cpu, cuda."),
+    device: Device = DeviceOption,
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a sweep already in --out."),
     plot: bool = typer.Option(True, "--plot/--no-plot", help="Write sweep.png at the end."),
 ) -> None:
@@ -138,61 +127,58 @@ def sweep(
     """
     from hdme_focus.instrument.devices import open_instrument
     from hdme_focus.instrument.plots import plot_sweep
-    from hdme_focus.instrument.records import RecordError, load_sweep
     from hdme_focus.instrument.sweep import check_sweep, default_rois, plan_positions, run_sweep
+    from hdme_focus.records import FRAMES_DIR, MANIFEST, TABLE, load_sweep
 
     cfg = get_config(config)
     est = _estimator(estimator, device, cfg)
     if out is None:
         stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         out = cfg.paths.output_dir / f"sweep-{stamp}"
-    try:
-        with open_instrument(cfg) as inst:
-            lo, hi = _range(cfg, inst.stage.position_mm(), start, stop, span)
+    with open_instrument(cfg) as inst:
+        lo, hi = _range(cfg, inst.stage.position_mm(), start, stop, span)
+        try:
+            positions = plan_positions(lo, hi, step)
+        except ValueError as exc:
+            raise UserError(f"--step {step}: {exc}") from None
+        rois = _rois(roi, default_rois(inst))
+        check_sweep(inst, positions, rois, out, overwrite)
+        with Progress(
+            TextColumn("[bold]sweep"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[pos]}"),
+            TimeElapsedColumn(),
+            console=err_console,
+            transient=False,
+        ) as bar:
+            task = bar.add_task("sweep", total=len(positions), pos="")
+
+            def progress(done: int, total: int, position_mm: float) -> None:
+                bar.update(task, completed=done, pos=f"{position_mm:8.4f} mm")
+
             try:
-                positions = plan_positions(lo, hi, step)
-            except ValueError as exc:
-                raise UserError(str(exc)) from None
-            rois = _rois(roi, default_rois(inst))
-            check_sweep(inst, positions, rois, out, overwrite)
-            with Progress(
-                TextColumn("[bold]sweep"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("{task.fields[pos]}"),
-                TimeElapsedColumn(),
-                console=err_console,
-                transient=False,
-            ) as bar:
-                task = bar.add_task("sweep", total=len(positions), pos="")
-
-                def progress(done: int, total: int, position_mm: float) -> None:
-                    bar.update(task, completed=done, pos=f"{position_mm:8.4f} mm")
-
-                try:
-                    run_sweep(
-                        inst,
-                        positions,
-                        rois,
-                        out,
-                        extra=None,
-                        estimator=est,
-                        progress=progress,
-                        overwrite=overwrite,
-                        metadata={"step_mm": step},
-                    )
-                except BaseException as exc:
-                    for note in getattr(exc, "__notes__", []):
-                        err_console.print(note, highlight=False, soft_wrap=True)
-                    raise
-    except (RoiError, RecordError) as exc:
-        raise UserError(str(exc)) from None
+                run_sweep(
+                    inst,
+                    positions,
+                    rois,
+                    out,
+                    extra=None,
+                    estimator=est,
+                    progress=progress,
+                    overwrite=overwrite,
+                    metadata={"step_mm": step},
+                )
+            except BaseException as exc:
+                for note in getattr(exc, "__notes__", []):
+                    err_console.print(note, highlight=False, soft_wrap=True)
+                raise
 
     record = load_sweep(out)
     console.print(_summary(record))
     png = plot_sweep(record) if plot else None
-    console.print(f"frames:   {out / 'frames'} ({len(record)} TIFF)", highlight=False)
-    console.print(f"table:    {out / 'sweep.csv'}", highlight=False)
-    console.print(f"manifest: {out / 'sweep.json'}", highlight=False)
+    console.print(f"frames:   {out / FRAMES_DIR} ({len(record)} TIFF)", highlight=False)
+    console.print(f"table:    {out / TABLE}", highlight=False)
+    console.print(f"manifest: {out / MANIFEST}", highlight=False)
     if png is not None:
         console.print(f"plot:     {png}", highlight=False)

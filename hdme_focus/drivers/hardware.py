@@ -74,8 +74,8 @@ def open_sim_camera_on(config: InstrumentConfig, stage: Stage) -> Camera:
 
     Lets sweep and autofocus run end to end over a real serial link with no camera.
     """
-    from hdme_focus.drivers.scenes import build_scene
     from hdme_focus.drivers.sim import SimCamera
+    from hdme_focus.drivers.sim.scenes import build_scene
 
     lens = config.optics.lens()
     cam = config.camera

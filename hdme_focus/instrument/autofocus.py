@@ -1,4 +1,4 @@
-"""Autofocus a region: single-capture HDME, and the classical Brent and sweep searches.
+"""Autofocus a region from a single capture (HDME): the decisions.
 
 HDME (`method="hdme"`): capture one frame, estimate the region's blur sigma,
 turn it into the unsigned distance |z - z0| = sqrt(max(sigma^2 - sigma0^2, 0)) / k
@@ -7,9 +7,7 @@ tell which side of focus the stage is on, so the direction comes from a
 strategy:
 
 - `prior`: of the two candidates z +- d, take the one nearer to a prior focus
-  position. The prior is the last successful focus of an overlapping region
-  (kept in `<paths.output_dir>/autofocus-state.json`), else the calibration's
-  z0 for the region. It is trusted ("unambiguous") when the candidates differ
+  position (see prior.py). It is trusted ("unambiguous") when the candidates differ
   in distance to the prior by more than twice the prior's uncertainty, i.e.
   when both d and |z - prior| exceed that uncertainty; when they do not,
   `prior` still takes the nearer one and reports the move as ambiguous.
@@ -27,9 +25,8 @@ direction on its own. The procedure never moves on a NaN, pixel-saturated,
 out-of-range or low-confidence estimate: it raises AutofocusRefused and the
 stage stays where it was.
 
-`brent` minimises the negative log focus measure with scipy's bounded Brent
-search, as Micro-Manager's OughtaFocus does; `sweep` scans coarse then fine and
-fits a parabola to the log measure around the peak. Both need no calibration.
+The classical Brent and sweep searches live in search.py, the focus prior in
+prior.py, the distance error of a blur reading in calibration/model.py.
 
 Device time is read from the instrument clock around captures and moves only;
 compute time (estimation, statistics, decisions) is wall time, kept separate.
@@ -38,56 +35,33 @@ compute time (estimation, statistics, decisions) is wall time, kept separate.
 from __future__ import annotations
 
 import dataclasses
-import datetime as _dt
-import json
 import math
-import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-import numpy as np
-from numpy.typing import NDArray
-from scipy.optimize import minimize_scalar
-
-from hdme_focus.calibration.model import Calibration, CoarseFit, RoiCalibration
-from hdme_focus.core.atomic import write_json_atomic
-from hdme_focus.core.errors import RefusedError
+from hdme_focus.calibration.model import (
+    Calibration,
+    CoarseFit,
+    RoiCalibration,
+    distance_error_mm,
+)
 from hdme_focus.core.frame import Frame, to_gray_float
 from hdme_focus.core.roi import Roi
 from hdme_focus.estimation.base import DefocusEstimator, RoiSigma, roi_sigma
-from hdme_focus.focus_measures import focus_measures
 from hdme_focus.instrument.devices import Instrument
+from hdme_focus.instrument.prior import Prior, choose_prior, load_state, save_focus
+from hdme_focus.instrument.session import AutofocusRefused, AutofocusResult, Session
 
-Method = Literal["hdme", "brent", "sweep"]
 Strategy = Literal["auto", "prior", "probe"]
-METHODS: tuple[str, ...] = ("hdme", "brent", "sweep")
 STRATEGIES: tuple[str, ...] = ("auto", "prior", "probe")
 
-STATE_FILE = "autofocus-state.json"
-STATE_FORMAT = "hdme-focus-autofocus-state"
 RANGE_FRACTION = 0.8  # above this share of the estimator's range, re-estimate downscaled
 COARSE_SWITCH = 0.95  # ... or above this share of the fine curve's calibrated blur range
 TOLERANCE_DOF = 0.5  # "in focus": within +- half the depth of focus
 PROBE_MIN_DOF = 2.5  # probe step limits, in depths of focus (see _probe)
 PROBE_MAX_DOF = 3.0
-SCALE_ERROR = 0.15  # relative error of a blur reading on a scene other than the calibration's
-
-
-class AutofocusRefused(RefusedError):
-    """Autofocus stopped without moving further; str() says why and what to do.
-
-    `result` holds what was done up to that point (captures, position).
-    """
-
-    def __init__(self, message: str, result: AutofocusResult | None = None) -> None:
-        super().__init__(message)
-        self.result = result
-
-
-# --------------------------------------------------------------------------- records
 
 
 @dataclass(frozen=True)
@@ -102,117 +76,6 @@ class Measurement:
     saturated_fraction: float
     distance_mm: float  # |z - z0| from the calibration
     downscale: float = 1.0
-
-
-@dataclass(frozen=True)
-class Prior:
-    """Where focus is expected, and how sure that is (1 sigma, mm)."""
-
-    position_mm: float
-    uncertainty_mm: float
-    source: str  # "last-focus" | "calibration"
-
-
-@dataclass
-class AutofocusResult:
-    method: str
-    roi: str
-    start_mm: float
-    final_mm: float = math.nan
-    target_mm: float = math.nan
-    captures: int = 0
-    moves: int = 0
-    strategy: str | None = None
-    direction: str | None = None  # how the direction was decided
-    ambiguous: bool = False
-    tries: int = 0
-    predicted_sigma_px: float = math.nan  # blur expected at the target
-    measured_sigma_px: float = math.nan  # first capture
-    verified_sigma_px: float | None = None
-    residual_mm: float | None = None  # |z - z0| from the verification capture
-    in_focus: bool | None = None  # None: not verified
-    dof_mm: float = math.nan
-    device_time_s: float = 0.0
-    compute_time_s: float = 0.0
-    refused: str | None = None
-    beyond_range: bool = False  # a reading above the calibrated blur range (extrapolated)
-    prior: dict[str, Any] | None = None
-    measurements: list[dict[str, float]] = field(default_factory=list)
-
-    def to_json(self) -> dict[str, Any]:
-        def clean(v: Any) -> Any:
-            if isinstance(v, float) and not math.isfinite(v):
-                return None
-            if isinstance(v, dict):
-                return {k: clean(x) for k, x in v.items()}
-            if isinstance(v, list):
-                return [clean(x) for x in v]
-            return v
-
-        return {k: clean(v) for k, v in dataclasses.asdict(self).items()}
-
-    def summary_line(self) -> str:
-        head = f"autofocus {self.method}"
-        if self.strategy:
-            head += f"/{self.strategy}"
-        if self.refused:
-            return f"{head} ROI {self.roi}: refused at {self.start_mm:.4f} mm: {self.refused}"
-        parts = [
-            f"{head} ROI {self.roi}: {self.start_mm:.4f} -> {self.final_mm:.4f} mm",
-            f"{self.captures} capture{'s' * (self.captures != 1)}",
-            f"{self.moves} move{'s' * (self.moves != 1)}",
-        ]
-        if self.direction:
-            parts.append(f"direction {self.direction}{' (ambiguous)' * self.ambiguous}")
-        if math.isfinite(self.measured_sigma_px):
-            note = " (beyond the calibrated range)" if self.beyond_range else ""
-            parts.append(f"sigma {self.measured_sigma_px:.2f} px{note}")
-        if self.verified_sigma_px is not None:
-            state = "in focus" if self.in_focus else "NOT in focus"
-            parts.append(f"verified {self.verified_sigma_px:.2f} px ({state})")
-        parts.append(
-            f"device {self.device_time_s * 1e3:.0f} ms, compute {self.compute_time_s * 1e3:.0f} ms"
-        )
-        return ", ".join(parts)
-
-
-# --------------------------------------------------------------------------- timing
-
-
-class _Session:
-    """Counts captures and moves and splits device time from compute time."""
-
-    def __init__(self, instrument: Instrument, result: AutofocusResult) -> None:
-        self.inst = instrument
-        self.result = result
-        self._moves0 = instrument.stage.moves
-
-    def capture(self) -> Frame:
-        t0 = self.inst.clock.monotonic()
-        try:
-            return self.inst.capture()
-        finally:
-            self.result.device_time_s += self.inst.clock.monotonic() - t0
-            self.result.captures += 1
-
-    def move(self, target_mm: float) -> float:
-        """Guarded move (split into max-step moves if needed); returns the reported position."""
-        t0 = self.inst.clock.monotonic()
-        try:
-            if abs(target_mm - self.inst.stage.position_mm()) <= 1e-12:
-                return self.inst.stage.position_mm()
-            return self.inst.stage.travel_to(target_mm)
-        finally:
-            self.result.device_time_s += self.inst.clock.monotonic() - t0
-            self.result.moves = self.inst.stage.moves - self._moves0
-
-    @contextmanager
-    def compute(self) -> Iterator[None]:
-        t0 = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.result.compute_time_s += time.perf_counter() - t0
 
 
 # --------------------------------------------------------------------------- estimation
@@ -299,94 +162,12 @@ def _check_estimate(
     if sigma_max is not None and stats.sigma_px > limits.max_range_fraction * sigma_max * downscale:
         return (
             f"blur {stats.sigma_px:.1f} px is at the limit of the estimator's range "
-            f"({sigma_max * downscale:.1f} px); start nearer to focus or use --method sweep"
+            f"({sigma_max * downscale:.1f} px); start nearer to focus or search (sweep method)"
         )
     return None
 
 
-# --------------------------------------------------------------------------- prior state
-
-
-def state_path(output_dir: Path | str) -> Path:
-    """Where the last successful focus per region is kept."""
-    return Path(output_dir) / STATE_FILE
-
-
-def load_state(path: Path | None) -> list[dict[str, Any]]:
-    """Entries {roi: [x, y, w, h], position_mm, time}; an unreadable file counts as empty."""
-    if path is None or not Path(path).is_file():
-        return []
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
-        return []
-    if not isinstance(data, dict) or data.get("format") != STATE_FORMAT:
-        return []
-    entries = data.get("entries", [])
-    return [e for e in entries if isinstance(e, dict) and {"roi", "position_mm"} <= set(e)]
-
-
-def save_focus(path: Path | None, roi: Roi, position_mm: float, keep: int = 32) -> None:
-    """Record a successful focus (replacing the entry of the same ROI), atomically."""
-    if path is None:
-        return
-    path = Path(path)
-    entries = [e for e in load_state(path) if list(e["roi"]) != list(roi.as_tuple())]
-    entries.append(
-        {
-            "roi": list(roi.as_tuple()),
-            "position_mm": float(position_mm),
-            "time": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-        }
-    )
-    data = {"format": STATE_FORMAT, "version": 1, "entries": entries[-keep:]}
-    write_json_atomic(path, data)
-
-
-def choose_prior(
-    roi: Roi,
-    roi_cal: RoiCalibration,
-    covered: float,
-    state: Sequence[dict[str, Any]],
-    uncertainty_mm: float | None = None,
-) -> Prior:
-    """The last focus of a region overlapping by half or more, else the calibration's z0.
-
-    Default uncertainty: half a depth of focus, or three standard errors of the
-    calibrated z0 (or the spread of z0 over regions for an uncalibrated ROI)
-    if larger.
-    """
-    dof = roi_cal.dof_mm
-    best = max(state, key=lambda e: roi.covered_by(e["roi"]), default=None)
-    if best is not None and roi.covered_by(best["roi"]) >= 0.5:
-        u = uncertainty_mm if uncertainty_mm is not None else 0.5 * dof
-        return Prior(float(best["position_mm"]), u, "last-focus")
-    # an uncovered ROI gets the all-regions summary, whose stderr is the z0 spread
-    u = uncertainty_mm if uncertainty_mm is not None else max(0.5 * dof, 3.0 * roi_cal.z0_stderr_mm)
-    return Prior(roi_cal.z0_mm, u, "calibration")
-
-
 # --------------------------------------------------------------------------- decisions
-
-
-def _sigma_error_px(sigma_px: float) -> float:
-    """Typical error of a region's blur estimate: grows with the blur."""
-    return 0.15 + 0.08 * sigma_px
-
-
-def distance_error_mm(sigma_px: float, k_px_per_mm: float, sigma0_px: float) -> float:
-    """1-sigma error of |z - z0| read from a blur: noise near focus, scale error far from it.
-
-    Noise: d = sqrt(sigma^2 - sigma0^2) / k, so dd/dsigma = sigma / (k^2 d) grows
-    without bound as sigma approaches sigma0 (the excess is floored at one error
-    step). Scale: an estimator that reads a scene's blur a few % high or low
-    errs in proportion to d (SCALE_ERROR).
-    """
-    e = _sigma_error_px(sigma_px)
-    excess = math.sqrt(max(sigma_px**2 - sigma0_px**2, 2.0 * sigma0_px * e + e * e))
-    noise = e * max(sigma_px, sigma0_px + e) / (k_px_per_mm * excess)
-    d = math.sqrt(max(sigma_px**2 - sigma0_px**2, 0.0)) / k_px_per_mm
-    return math.hypot(noise, SCALE_ERROR * d)
 
 
 Reading = tuple[float, float, float]  # (position referred to the fine curve, distance, error)
@@ -449,15 +230,15 @@ def autofocus_hdme(
     """Focus `roi` from one capture (two with the probe), one move; see the module notes."""
     opts = options or HdmeOptions()
     if opts.strategy not in STRATEGIES:
-        raise ValueError(f"--direction {opts.strategy!r}: choose one of {', '.join(STRATEGIES)}")
+        raise ValueError(f"strategy {opts.strategy!r}: choose one of {', '.join(STRATEGIES)}")
     if opts.max_tries < 1:
-        raise ValueError(f"--max-tries {opts.max_tries}: must be at least 1")
+        raise ValueError(f"max_tries {opts.max_tries}: must be at least 1")
     safe = instrument.stage
     result = AutofocusResult(
         method="hdme", roi=roi.spec, start_mm=safe.position_mm(), strategy=opts.strategy
     )
-    run = _Session(instrument, result)
-    roi_cal, covered = calibration.for_roi(roi.as_tuple())
+    run = Session(instrument, result)
+    roi_cal, _ = calibration.for_roi(roi.as_tuple())
     k = roi_cal.k_px_per_mm
     dof = 1.0 / k
     result.dof_mm = dof
@@ -518,7 +299,7 @@ def autofocus_hdme(
     result.measured_sigma_px = first.sigma_px
     z, d, d_err = readings[0]  # position referred to the fine curve (see measure)
     state = load_state(opts.state_file)
-    prior = choose_prior(roi, roi_cal, covered, state, opts.prior_uncertainty_mm)
+    prior = choose_prior(roi, roi_cal, state, opts.prior_uncertainty_mm)
     result.prior = dataclasses.asdict(prior)
 
     with run.compute():
@@ -583,7 +364,7 @@ def _decide_first(
 
 
 def _probe(
-    run: _Session,
+    run: Session,
     measure: Callable[[], Measurement],
     z: float,
     d: float,
@@ -610,7 +391,7 @@ def _probe(
 
 
 def _slope_read(
-    run: _Session,
+    run: Session,
     measure: Callable[[], Measurement],
     z: float,
     readings: list[Reading],
@@ -634,7 +415,7 @@ def _slope_read(
 
 
 def _step_and_read(
-    run: _Session,
+    run: Session,
     measure: Callable[[], Measurement],
     z: float,
     step_mm: float,
@@ -646,122 +427,3 @@ def _step_and_read(
         step_mm = -step_mm
     run.move(min(max(z + step_mm, lo), hi))
     measure()
-
-
-# --------------------------------------------------------------------------- classical
-
-
-@dataclass
-class SearchOptions:
-    range_mm: tuple[float, float] | None = None  # None: the soft limits
-    measure: str = "tenengrad"
-    xatol_mm: float | None = None  # None: range / 400
-    max_evaluations: int = 40
-    coarse_points: int = 9
-    fine_points: int = 7
-
-
-def _search_range(instrument: Instrument, opts: SearchOptions) -> tuple[float, float]:
-    safe = instrument.stage
-    lo, hi = opts.range_mm if opts.range_mm is not None else (safe.min_mm, safe.max_mm)
-    lo, hi = max(lo, safe.min_mm), min(hi, safe.max_mm)
-    if not hi > lo:
-        raise ValueError(f"search range [{lo}, {hi}] mm is empty inside the soft limits")
-    return lo, hi
-
-
-def _scorer(
-    run: _Session, roi: Roi, measure_name: str
-) -> tuple[Callable[[float], float], dict[float, float]]:
-    """Move, capture and return the log focus measure; memoised by position."""
-    seen: dict[float, float] = {}
-    checked = [False]
-
-    def score(position_mm: float) -> float:
-        key = round(float(position_mm), 9)
-        if key in seen:
-            return seen[key]
-        run.move(key)
-        frame = run.capture()
-        with run.compute():
-            gray = to_gray_float(frame.image, frame.bit_depth)
-            if not checked[0]:
-                roi.check_inside(gray.shape[1], gray.shape[0])
-                checked[0] = True
-            value = focus_measures(gray, roi, (measure_name,))[measure_name]
-            seen[key] = math.log(max(value, 1e-30))
-            run.result.measurements.append({"position_mm": key, "log_measure": seen[key]})
-        return seen[key]
-
-    return score, seen
-
-
-def autofocus_brent(
-    instrument: Instrument, roi: Roi, options: SearchOptions | None = None
-) -> AutofocusResult:
-    """Bounded Brent search for the focus-measure peak, then one move to it."""
-    opts = options or SearchOptions()
-    safe = instrument.stage
-    result = AutofocusResult(method="brent", roi=roi.spec, start_mm=safe.position_mm())
-    run = _Session(instrument, result)
-    lo, hi = _search_range(instrument, opts)
-    score, seen = _scorer(run, roi, opts.measure)
-    xatol = opts.xatol_mm if opts.xatol_mm is not None else (hi - lo) / 400.0
-    res = minimize_scalar(
-        lambda z: -score(z),
-        bounds=(lo, hi),
-        method="bounded",
-        options={"xatol": xatol, "maxiter": opts.max_evaluations},
-    )
-    best = max(seen, key=lambda p: seen[p])
-    target = float(res.x) if -float(res.fun) >= seen[best] else best
-    result.target_mm = target
-    run.move(target)
-    result.final_mm = safe.position_mm()
-    result.tries = 1
-    return result
-
-
-def parabolic_peak(x: NDArray[np.float64], y: NDArray[np.float64]) -> float:
-    """Vertex of the least-squares parabola through points around a peak (argmax if not concave)."""
-    i = int(np.argmax(y))
-    lo, hi = max(0, i - 2), min(len(x), i + 3)
-    xs, ys = x[lo:hi], y[lo:hi]
-    if len(xs) >= 3:
-        a, b, _ = np.polyfit(xs, ys, 2)
-        if a < 0:
-            vertex = -b / (2 * a)
-            if xs.min() <= vertex <= xs.max():
-                return float(vertex)
-    return float(x[i])
-
-
-def autofocus_sweep(
-    instrument: Instrument, roi: Roi, options: SearchOptions | None = None
-) -> AutofocusResult:
-    """Coarse scan over the range, fine scan around the best, parabolic peak, one move."""
-    opts = options or SearchOptions()
-    safe = instrument.stage
-    result = AutofocusResult(method="sweep", roi=roi.spec, start_mm=safe.position_mm())
-    run = _Session(instrument, result)
-    lo, hi = _search_range(instrument, opts)
-    score, seen = _scorer(run, roi, opts.measure)
-    coarse = np.linspace(lo, hi, max(3, opts.coarse_points))
-    if abs(safe.position_mm() - hi) < abs(safe.position_mm() - lo):
-        coarse = coarse[::-1]  # start at the nearer end
-    for z in coarse:
-        score(float(z))
-    step = float(abs(coarse[1] - coarse[0]))
-    peak = max((float(z) for z in coarse), key=lambda p: seen[round(p, 9)])
-    fine = np.linspace(max(lo, peak - step), min(hi, peak + step), max(3, opts.fine_points))
-    if abs(safe.position_mm() - fine[-1]) < abs(safe.position_mm() - fine[0]):
-        fine = fine[::-1]
-    for z in fine:
-        score(float(z))
-    xs = np.asarray(sorted(p for p in seen if fine.min() - 1e-9 <= p <= fine.max() + 1e-9))
-    target = parabolic_peak(xs, np.asarray([seen[p] for p in xs]))
-    result.target_mm = target
-    run.move(target)
-    result.final_mm = safe.position_mm()
-    result.tries = 1
-    return result

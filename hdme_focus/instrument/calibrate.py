@@ -37,7 +37,7 @@ from hdme_focus.calibration.model import (
 from hdme_focus.core.atomic import write_figure_atomic
 from hdme_focus.core.frame import Frame, to_gray_float
 from hdme_focus.estimation.base import DefocusEstimator, roi_sigma
-from hdme_focus.instrument.records import SweepRecord, load_sweep, roi_column
+from hdme_focus.records import SweepRecord, load_sweep, roi_column
 
 SIGMA = "sigma_px"
 SATURATION_FRACTION = 0.9  # ignore blur above this share of the estimator's range
@@ -77,8 +77,8 @@ def sweep_sigmas(
         return {n: record.roi_values(n, SIGMA) for n in record.rois}, name
     if estimator is None:
         raise CalibrationError(
-            f"{record.directory}: the sweep has no {SIGMA} columns; record it with "
-            "`hdme-focus sweep --estimator default` or let calibrate estimate the frames"
+            f"{record.directory}: the sweep has no {SIGMA} columns; record the "
+            "sweep with an estimator or give calibrate one to estimate the frames"
         )
     out = _roi_sigmas(record, lambda f: estimator.predict(f.image, f.bit_depth), progress)
     return out, str(getattr(estimator, "name", type(estimator).__name__))

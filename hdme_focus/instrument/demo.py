@@ -25,21 +25,15 @@ import numpy as np
 from hdme_focus.config import ConfigError, InstrumentConfig
 from hdme_focus.core.roi import Roi
 from hdme_focus.estimation.base import DefocusEstimator
-from hdme_focus.instrument.autofocus import (
-    AutofocusRefused,
-    AutofocusResult,
-    HdmeOptions,
-    SearchOptions,
-    autofocus_brent,
-    autofocus_hdme,
-    autofocus_sweep,
-)
+from hdme_focus.instrument.autofocus import HdmeOptions, autofocus_hdme
 from hdme_focus.instrument.calibrate import calibrate_sweep, plot_calibration
 from hdme_focus.instrument.depth import measure_depth, write_depth
 from hdme_focus.instrument.devices import Instrument, open_instrument
 from hdme_focus.instrument.plots import plot_sweep
-from hdme_focus.instrument.records import load_sweep
+from hdme_focus.instrument.search import SearchOptions, autofocus_brent, autofocus_sweep
+from hdme_focus.instrument.session import AutofocusRefused, AutofocusResult
 from hdme_focus.instrument.sweep import default_rois, plan_positions, run_sweep
+from hdme_focus.records import OutputExistsError, load_sweep
 
 Say = Callable[[str], None]
 
@@ -161,9 +155,7 @@ def run_demo(
     if config.stage.driver != "sim" or config.camera.driver != "sim":
         raise ConfigError("demo runs on the simulated instrument; set stage/camera driver = 'sim'")
     if (out / "report.md").exists() and not overwrite:
-        raise ConfigError(
-            f"--out {out}: already holds a demo report; choose another or --overwrite"
-        )
+        raise OutputExistsError(out, "a demo report")
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(opts.seed)
     t_start = time.perf_counter()
@@ -308,7 +300,7 @@ def render_report(s: dict[str, Any]) -> str:
     lines += [
         "Random starts within +-10 depths of focus (DOF = 1/k, the travel over which blur stays "
         "within 0.5 px of its minimum); error = |final - true focus| in DOF; in focus = within "
-        "+-0.5 DOF. HDME uses `--direction auto`; Brent and sweep search +-12 DOF around the "
+        "+-0.5 DOF. HDME uses direction `auto`; Brent and sweep search +-12 DOF around the "
         "start.",
         "",
         "| method | trials | in focus | median error (DOF) | wrong direction | captures "

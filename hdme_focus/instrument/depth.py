@@ -81,7 +81,7 @@ def depth_from_frame(
 ) -> DepthMaps:
     """All maps for one frame; `position_mm` defaults to the frame's recorded position."""
     if side not in SIDES:
-        raise ValueError(f"--side {side!r}: choose 'near' or 'far'")
+        raise ValueError(f"side {side!r}: choose 'near' or 'far'")
     z = frame.position_mm if position_mm is None else float(position_mm)
     if not math.isfinite(z):
         raise ValueError("the frame carries no stage position; pass position_mm")

@@ -93,7 +93,7 @@ def _open_sim_bench(config: InstrumentConfig) -> tuple[Stage, Camera, Clock]:
 
 
 def _open_replay_bench(config: InstrumentConfig) -> tuple[Stage, Camera, Clock]:
-    from hdme_focus.drivers.replay import open_replay
+    from hdme_focus.drivers.sim.replay import open_replay
 
     stage, camera, clock = open_replay(config)
     return stage, camera, clock

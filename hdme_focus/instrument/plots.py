@@ -15,8 +15,8 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from hdme_focus.focus_measures import MEASURES, best_index, normalise_curve
-from hdme_focus.instrument.records import PLOT, SweepRecord
 from hdme_focus.instrument.sweep import SIGMA_QUANTITY
+from hdme_focus.records import PLOT, SweepRecord
 
 _LABELS = {
     "lap_var": "variance of Laplacian",

@@ -22,7 +22,7 @@ from hdme_focus.drivers.base import MotionRefused
 from hdme_focus.estimation.base import DefocusEstimator, roi_sigma
 from hdme_focus.focus_measures import DEFAULT_MEASURES, check_measures, focus_measures
 from hdme_focus.instrument.devices import Instrument
-from hdme_focus.instrument.records import (
+from hdme_focus.records import (
     BASE_COLUMNS,
     SweepWriter,
     check_out_dir,
@@ -43,12 +43,12 @@ def plan_positions(start_mm: float, stop_mm: float, step_mm: float) -> list[floa
     if not (math.isfinite(start_mm) and math.isfinite(stop_mm)):
         raise ValueError(f"start/stop must be finite, got {start_mm!r} and {stop_mm!r}")
     if not (math.isfinite(step_mm) and step_mm > 0):
-        raise ValueError(f"--step = {step_mm!r}: must be a positive distance in mm")
+        raise ValueError(f"step {step_mm!r} mm: must be a positive distance")
     span = abs(stop_mm - start_mm)
     n = math.floor(span / step_mm + 1e-6)
     if n + 1 > MAX_POSITIONS:
         raise ValueError(
-            f"--step = {step_mm} mm over {span:.4f} mm gives {n + 1} positions "
+            f"a step of {step_mm} mm over {span:.4f} mm gives {n + 1} positions "
             f"(more than {MAX_POSITIONS}); use a larger step or a shorter range"
         )
     sign = 1.0 if stop_mm >= start_mm else -1.0

@@ -15,15 +15,14 @@ from typer.testing import CliRunner
 
 from hdme_focus.calibration.fit import assess_fit, fit_problems, fit_vcurve, vcurve_sigma_px
 from hdme_focus.calibration.model import load_calibration
-from hdme_focus.cli import _register, app
+from hdme_focus.cli.app import app
 from hdme_focus.config import CameraConfig, ConfigError, InstrumentConfig, load_config, to_toml
 from hdme_focus.instrument.calibrate import calibrate_sweep, sweep_sigmas
 from hdme_focus.instrument.devices import open_instrument
-from hdme_focus.instrument.records import load_sweep
 from hdme_focus.instrument.sweep import default_rois, plan_positions, run_sweep
 from hdme_focus.optics import ThinLens
+from hdme_focus.records import load_sweep
 
-_register()
 runner = CliRunner()
 LENS = ThinLens(50.0, 8.0, 5.0, 51.0, "image")
 

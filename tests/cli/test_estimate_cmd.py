@@ -12,9 +12,8 @@ import pytest
 import tifffile
 from typer.testing import CliRunner
 
-from hdme_focus.cli import _register, app
+from hdme_focus.cli.app import app
 
-_register()
 runner = CliRunner()
 EST = ["--estimator", "reblur"]
 

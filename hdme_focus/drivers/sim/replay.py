@@ -4,9 +4,9 @@ Record once on real hardware, then calibrate, try autofocus strategies and
 compute depth offline: moving the replay stage selects the recorded frame
 nearest to the target, and the camera returns it. Two sources are read:
 
-- a sweep directory written by `hdme-focus sweep` (sweep.json + sweep.csv with
-  `position_mm` and `frame` columns + TIFF frames), parsed here directly so the
-  drivers layer stays independent of the instrument layer;
+- a sweep directory written by `hdme-focus sweep`, read through
+  `hdme_focus.records` (the one reader of the sweep format, a layer below the
+  drivers);
 - any folder of images with a `positions.csv` of `file,position_mm` rows (file
   names relative to the folder or absolute).
 
@@ -17,7 +17,6 @@ replayed procedures report device time comparable to the simulator's.
 from __future__ import annotations
 
 import csv
-import json
 import math
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -27,17 +26,15 @@ from typing import Any
 
 import cv2
 import numpy as np
-import tifffile
 from numpy.typing import NDArray
 
 from hdme_focus.config import ConfigError, InstrumentConfig
 from hdme_focus.core.errors import UsageError
 from hdme_focus.core.frame import Frame
 from hdme_focus.drivers.base import Clock, MotionRefused
-from hdme_focus.drivers.sim import SimClock
+from hdme_focus.drivers.sim.sim import SimClock
+from hdme_focus.records import MANIFEST, RecordError, load_sweep, read_tiff
 
-SWEEP_MANIFEST = "sweep.json"
-SWEEP_TABLE = "sweep.csv"
 POSITIONS_CSV = "positions.csv"
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
 
@@ -110,36 +107,19 @@ def recording_from_files(
 
 
 def _read_sweep_dir(directory: Path) -> Recording:
-    """The minimal part of the sweep format: positions, frame files, bit depth, ROIs."""
-    manifest_path = directory / SWEEP_MANIFEST
+    """Positions, frame files, bit depth and ROIs of a recorded sweep (via records)."""
     try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ReplayError(f"{manifest_path}: not a readable sweep manifest ({exc})") from exc
-    table = directory / SWEEP_TABLE
-    if not table.is_file():
-        raise ReplayError(f"{table}: missing; the sweep wrote no table")
-    with open(table, encoding="utf-8", newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    if rows and not {"position_mm", "frame"} <= set(rows[0]):
-        raise ReplayError(f"{table}: needs 'position_mm' and 'frame' columns")
-    rows = [r for r in rows if r.get("frame") and r.get("position_mm")]  # torn last line
-    try:
-        positions = [float(r["position_mm"]) for r in rows]
-    except ValueError as exc:
-        raise ReplayError(f"{table}: a position_mm is not a number ({exc})") from None
-    camera = (manifest.get("config") or {}).get("camera") or {}
-    rois = {
-        str(n): (int(r["x"]), int(r["y"]), int(r["w"]), int(r["h"]))
-        for n, r in (manifest.get("rois") or {}).items()
-    }
+        record = load_sweep(directory, check_frames=False)
+    except RecordError as exc:
+        raise ReplayError(str(exc)) from None
+    camera = record.manifest["config"].get("camera") or {}
     return recording_from_files(
-        [directory / r["frame"] for r in rows],
-        positions,
+        record.frame_paths,
+        record.positions_mm.tolist(),
         source=directory,
         bit_depth=int(camera["bit_depth"]) if "bit_depth" in camera else None,
         exposure_ms=float(camera.get("exposure_ms", 10.0)),
-        rois=rois,
+        rois={name: roi.as_tuple() for name, roi in record.rois.items()},
     )
 
 
@@ -176,15 +156,13 @@ def load_recording(path: Path | str) -> Recording:
     """Read a sweep directory or a folder of images with positions.csv."""
     directory = Path(path)
     if not directory.is_dir():
-        raise ReplayError(
-            f"{directory}: no such directory; record one with `hdme-focus sweep --out DIR`"
-        )
-    if (directory / SWEEP_MANIFEST).is_file():
+        raise ReplayError(f"{directory}: no such directory; record a sweep there first")
+    if (directory / MANIFEST).is_file():
         return _read_sweep_dir(directory)
     if (directory / POSITIONS_CSV).is_file():
         return _read_positions_csv(directory)
     raise ReplayError(
-        f"{directory}: neither {SWEEP_MANIFEST} (a recorded sweep) nor {POSITIONS_CSV} "
+        f"{directory}: neither {MANIFEST} (a recorded sweep) nor {POSITIONS_CSV} "
         "(rows of file,position_mm) found; add a positions.csv beside the images"
     )
 
@@ -193,19 +171,13 @@ def read_image(path: Path) -> tuple[NDArray[Any], int | None]:
     """Pixels as stored (RGB order for colour) and the bit depth written with them, if any."""
     if path.suffix.lower() in (".tif", ".tiff"):
         try:
-            with tifffile.TiffFile(path) as tif:
-                image = tif.asarray()
-                text = tif.pages.first.description
-        except Exception as exc:  # tifffile raises several types for corrupt files
-            raise ReplayError(f"{path}: not a readable TIFF ({exc})") from exc
-        bit_depth = None
+            image, info = read_tiff(path)
+        except RecordError as exc:
+            raise ReplayError(str(exc)) from None
         try:
-            info = json.loads(text) if text else {}
-            bit_depth = (
-                int(info["bit_depth"]) if isinstance(info, dict) and "bit_depth" in info else None
-            )
-        except (json.JSONDecodeError, ValueError, TypeError):
-            pass
+            bit_depth = int(info["bit_depth"]) if "bit_depth" in info else None
+        except (ValueError, TypeError):
+            bit_depth = None
         return image, bit_depth
     raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if raw is None:

@@ -25,7 +25,7 @@ from numpy.typing import NDArray
 from hdme_focus.config import CameraConfig, InstrumentConfig, StageConfig
 from hdme_focus.core.frame import Frame
 from hdme_focus.drivers.base import CameraError, Clock, StageFault, StageTimeout
-from hdme_focus.drivers.scenes import Scene, build_scene
+from hdme_focus.drivers.sim.scenes import Scene, build_scene
 from hdme_focus.optics import ThinLens
 from hdme_focus.render import Layer, composite_layers, quantize, sensor_noise, visible_sigma
 

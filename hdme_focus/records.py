@@ -1,6 +1,8 @@
 """Sweep records on disk: written as they are made, readable after any crash.
 
-A sweep directory holds
+The one module that reads and writes the format: `sweep`, `calibrate`, the
+replay driver and the CLI all go through it (the file names below are exported
+as MANIFEST, TABLE, PLOT and FRAMES_DIR). A sweep directory holds
 
     sweep.json      manifest: config, ROIs, planned positions, columns, status
     sweep.csv       one row per frame, appended and fsynced before the next move
@@ -54,8 +56,23 @@ class RecordError(UsageError):
     """A sweep directory that cannot be written or read; str() names the path and the fix."""
 
 
-class SweepExistsError(RecordError):
-    """The output directory already holds a sweep and overwriting was not asked for."""
+class OutputExistsError(RecordError):
+    """An output directory already holds a result and overwriting was not asked for.
+
+    `directory` and `what` let the CLI name its own flags for the fix.
+    """
+
+    def __init__(self, directory: Path, what: str) -> None:
+        super().__init__(f"{directory}: already holds {what}; choose another or overwrite it")
+        self.directory = Path(directory)
+        self.what = what
+
+
+class SweepExistsError(OutputExistsError):
+    """The output directory already holds a sweep."""
+
+    def __init__(self, directory: Path) -> None:
+        super().__init__(directory, f"a sweep ({MANIFEST})")
 
 
 def roi_column(roi_name: str, quantity: str) -> str:
@@ -81,12 +98,9 @@ def holds_sweep(directory: Path) -> bool:
 def check_out_dir(out_dir: Path, overwrite: bool = False) -> None:
     """Refuse an output path that is a file or already holds a sweep (no side effects)."""
     if out_dir.exists() and not out_dir.is_dir():
-        raise RecordError(f"--out {out_dir}: exists and is not a directory")
+        raise RecordError(f"output {out_dir}: exists and is not a directory")
     if holds_sweep(out_dir) and not overwrite:
-        raise SweepExistsError(
-            f"--out {out_dir}: already holds a sweep ({MANIFEST}); "
-            "choose another directory or pass --overwrite"
-        )
+        raise SweepExistsError(out_dir)
 
 
 # --------------------------------------------------------------------------- durable writes
@@ -119,8 +133,11 @@ def write_frame_tiff(path: Path, frame: Frame, index: int) -> None:
         os.fsync(fh.fileno())
 
 
-def read_frame(path: Path) -> Frame:
-    """Read a frame written by `write_frame_tiff` (metadata restored)."""
+def read_tiff(path: Path) -> tuple[NDArray[Any], dict[str, Any]]:
+    """Pixels of a TIFF and the JSON of its description ({} when absent or not JSON).
+
+    The one TIFF reader of the sweep format; the replay driver reads any TIFF through it.
+    """
     try:
         with tifffile.TiffFile(path) as tif:
             image = tif.asarray()
@@ -133,6 +150,12 @@ def read_frame(path: Path) -> Frame:
         info = json.loads(text) if text else {}
     except json.JSONDecodeError:
         info = {}
+    return image, info if isinstance(info, dict) else {}
+
+
+def read_frame(path: Path) -> Frame:
+    """Read a frame written by `write_frame_tiff` (metadata restored)."""
+    image, info = read_tiff(path)
     return Frame(
         image=image,
         exposure_ms=float(info.get("exposure_ms", math.nan)),
@@ -218,7 +241,7 @@ class SweepWriter:
             write_json_atomic(self.manifest_path, self.manifest)
             self._csv = open(self.table_path, "w", encoding="utf-8", newline="")  # noqa: SIM115
         except OSError as exc:
-            raise RecordError(f"--out {self.out_dir}: cannot write ({exc.strerror})") from exc
+            raise RecordError(f"output {self.out_dir}: cannot write ({exc.strerror})") from exc
         csv.writer(self._csv).writerow(self.columns)
         self._sync_table()
         fsync_dir(self.out_dir)
@@ -357,9 +380,7 @@ _REQUIRED_KEYS = ("format", "version", "status", "columns", "rois", "positions_m
 def _load_manifest(directory: Path) -> dict[str, Any]:
     path = directory / MANIFEST
     if not directory.is_dir():
-        raise RecordError(
-            f"{directory}: no such sweep directory; record one with `hdme-focus sweep`"
-        )
+        raise RecordError(f"{directory}: no such sweep directory; record one with a sweep first")
     if not path.is_file():
         raise RecordError(f"{path}: missing; {directory} is not a sweep directory")
     try:

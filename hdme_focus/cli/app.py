@@ -1,0 +1,46 @@
+"""The `hdme-focus` Typer app: every command group registered here, explicitly.
+
+Each command module defines plain (error-handled) functions and knows nothing
+of the app; this is the one list of what the command line offers.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from hdme_focus.cli import (
+    config_cmd,
+    estimation_cmd,
+    evaluate_cmd,
+    focus_cmd,
+    hardware_cmd,
+    sweep_cmd,
+)
+
+app = typer.Typer(
+    name="hdme-focus",
+    help="Focus a camera or microscope from a single frame (HDME-Net).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+app.add_typer(config_cmd.config_app, name="config")
+app.command("sweep")(sweep_cmd.sweep)
+app.command("calibrate")(focus_cmd.calibrate_cmd)
+app.command("autofocus")(focus_cmd.autofocus_cmd)
+app.command("depth")(focus_cmd.depth_cmd)
+app.command("demo")(focus_cmd.demo_cmd)
+app.command("train")(estimation_cmd.train_cmd)
+app.command("estimate")(estimation_cmd.estimate_cmd)
+app.command("evaluate")(evaluate_cmd.evaluate_cmd)
+app.add_typer(hardware_cmd.stage_app, name="stage")
+app.command("emulate")(hardware_cmd.emulate)
+
+
+def main() -> None:
+    app(prog_name="hdme-focus")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,139 @@
+"""Classical autofocus searches, no calibration needed: bounded Brent and coarse-fine sweep.
+
+`brent` minimises the negative log focus measure with scipy's bounded Brent
+search, as Micro-Manager's OughtaFocus does; `sweep` scans coarse then fine and
+fits a parabola to the log measure around the peak. Every move goes through the
+instrument's SafeStage.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+from scipy.optimize import minimize_scalar
+
+from hdme_focus.core.frame import to_gray_float
+from hdme_focus.core.roi import Roi
+from hdme_focus.focus_measures import focus_measures
+from hdme_focus.instrument.devices import Instrument
+from hdme_focus.instrument.session import AutofocusResult, Session
+
+
+@dataclass
+class SearchOptions:
+    range_mm: tuple[float, float] | None = None  # None: the soft limits
+    measure: str = "tenengrad"
+    xatol_mm: float | None = None  # None: range / 400
+    max_evaluations: int = 40
+    coarse_points: int = 9
+    fine_points: int = 7
+
+
+def search_range(instrument: Instrument, opts: SearchOptions) -> tuple[float, float]:
+    safe = instrument.stage
+    lo, hi = opts.range_mm if opts.range_mm is not None else (safe.min_mm, safe.max_mm)
+    lo, hi = max(lo, safe.min_mm), min(hi, safe.max_mm)
+    if not hi > lo:
+        raise ValueError(f"search range [{lo}, {hi}] mm is empty inside the soft limits")
+    return lo, hi
+
+
+def _scorer(
+    run: Session, roi: Roi, measure_name: str
+) -> tuple[Callable[[float], float], dict[float, float]]:
+    """Move, capture and return the log focus measure; memoised by position."""
+    seen: dict[float, float] = {}
+    checked = [False]
+
+    def score(position_mm: float) -> float:
+        key = round(float(position_mm), 9)
+        if key in seen:
+            return seen[key]
+        run.move(key)
+        frame = run.capture()
+        with run.compute():
+            gray = to_gray_float(frame.image, frame.bit_depth)
+            if not checked[0]:
+                roi.check_inside(gray.shape[1], gray.shape[0])
+                checked[0] = True
+            value = focus_measures(gray, roi, (measure_name,))[measure_name]
+            seen[key] = math.log(max(value, 1e-30))
+            run.result.measurements.append({"position_mm": key, "log_measure": seen[key]})
+        return seen[key]
+
+    return score, seen
+
+
+def autofocus_brent(
+    instrument: Instrument, roi: Roi, options: SearchOptions | None = None
+) -> AutofocusResult:
+    """Bounded Brent search for the focus-measure peak, then one move to it."""
+    opts = options or SearchOptions()
+    safe = instrument.stage
+    result = AutofocusResult(method="brent", roi=roi.spec, start_mm=safe.position_mm())
+    run = Session(instrument, result)
+    lo, hi = search_range(instrument, opts)
+    score, seen = _scorer(run, roi, opts.measure)
+    xatol = opts.xatol_mm if opts.xatol_mm is not None else (hi - lo) / 400.0
+    res = minimize_scalar(
+        lambda z: -score(z),
+        bounds=(lo, hi),
+        method="bounded",
+        options={"xatol": xatol, "maxiter": opts.max_evaluations},
+    )
+    best = max(seen, key=lambda p: seen[p])
+    target = float(res.x) if -float(res.fun) >= seen[best] else best
+    result.target_mm = target
+    run.move(target)
+    result.final_mm = safe.position_mm()
+    result.tries = 1
+    return result
+
+
+def parabolic_peak(x: NDArray[np.float64], y: NDArray[np.float64]) -> float:
+    """Vertex of the least-squares parabola through points around a peak (argmax if not concave)."""
+    i = int(np.argmax(y))
+    lo, hi = max(0, i - 2), min(len(x), i + 3)
+    xs, ys = x[lo:hi], y[lo:hi]
+    if len(xs) >= 3:
+        a, b, _ = np.polyfit(xs, ys, 2)
+        if a < 0:
+            vertex = -b / (2 * a)
+            if xs.min() <= vertex <= xs.max():
+                return float(vertex)
+    return float(x[i])
+
+
+def autofocus_sweep(
+    instrument: Instrument, roi: Roi, options: SearchOptions | None = None
+) -> AutofocusResult:
+    """Coarse scan over the range, fine scan around the best, parabolic peak, one move."""
+    opts = options or SearchOptions()
+    safe = instrument.stage
+    result = AutofocusResult(method="sweep", roi=roi.spec, start_mm=safe.position_mm())
+    run = Session(instrument, result)
+    lo, hi = search_range(instrument, opts)
+    score, seen = _scorer(run, roi, opts.measure)
+    coarse = np.linspace(lo, hi, max(3, opts.coarse_points))
+    if abs(safe.position_mm() - hi) < abs(safe.position_mm() - lo):
+        coarse = coarse[::-1]  # start at the nearer end
+    for z in coarse:
+        score(float(z))
+    step = float(abs(coarse[1] - coarse[0]))
+    peak = max((float(z) for z in coarse), key=lambda p: seen[round(p, 9)])
+    fine = np.linspace(max(lo, peak - step), min(hi, peak + step), max(3, opts.fine_points))
+    if abs(safe.position_mm() - fine[-1]) < abs(safe.position_mm() - fine[0]):
+        fine = fine[::-1]
+    for z in fine:
+        score(float(z))
+    xs = np.asarray(sorted(p for p in seen if fine.min() - 1e-9 <= p <= fine.max() + 1e-9))
+    target = parabolic_peak(xs, np.asarray([seen[p] for p in xs]))
+    result.target_mm = target
+    run.move(target)
+    result.final_mm = safe.position_mm()
+    result.tries = 1
+    return result
