@@ -2,8 +2,10 @@
 
 Exit codes: 0 done; 2 bad input (config, ROI, calibration, sweep files); 3 the
 device failed; 4 autofocus refused to move (the estimate was NaN, saturated or
-low-confidence, or focus lies outside the soft limits); the stage is left
-where it was in every non-zero case.
+low-confidence, focus lies outside the soft limits, or a search did not
+bracket focus), the stage left where it was (a search returns to its start);
+5 `autofocus --verify` moved, measured, and the region is NOT in focus;
+128 + N a signal (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP) stopped the stage.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from hdme_focus.cli.common import (
     load_estimator,
 )
 from hdme_focus.config import InstrumentConfig
+from hdme_focus.core.errors import EXIT_NOT_IN_FOCUS
 
 if TYPE_CHECKING:
     from hdme_focus.calibration.model import Calibration
@@ -164,7 +167,7 @@ def _calibration_and_estimator(
     return cal, est
 
 
-@handle_errors
+@handle_errors(moves_stage=True)
 def autofocus_cmd(
     roi: str = typer.Option(..., "--roi", help="Region X,Y,W,H in pixels."),
     method: Method = typer.Option(Method.hdme, "--method", help="Single-capture or a search."),
@@ -191,6 +194,11 @@ def autofocus_cmd(
         "--margin-px",
         help="hdme: estimate on the ROI plus this margin instead of the whole frame (faster).",
     ),
+    widen: bool = typer.Option(
+        False,
+        "--widen",
+        help="brent/sweep: if focus is not bracketed by --span, search the whole soft-limit range.",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the full result as JSON."),
     calibration: Path | None = CalibrationOption,
     estimator: str | None = EstimatorOption,
@@ -198,6 +206,11 @@ def autofocus_cmd(
     config: Path | None = ConfigOption,
 ) -> None:
     """Focus one region: HDME from one capture and one move, or a classical search.
+
+    Exit codes: 0 focused; 2 bad input; 3 device failure; 4 refused (low
+    confidence, focus outside the soft limits, or a search whose best reading is
+    on the window's edge: "focus not bracketed"); 5 `--verify` measured the
+    result and it is NOT in focus.
 
     HDME reads the blur, converts it to |z - z0| with the calibration and picks
     the side by --direction. The last successful focus per ROI is kept in
@@ -217,6 +230,12 @@ def autofocus_cmd(
         raise UserError(f"--margin-px {margin}: must be >= 0")
     if span is not None and not (math.isfinite(span) and span > 0):
         raise UserError(f"--span {span}: must be a positive distance in mm")
+    if prior_uncertainty is not None and not (
+        math.isfinite(prior_uncertainty) and prior_uncertainty > 0
+    ):
+        raise UserError(
+            f"--prior-uncertainty {prior_uncertainty}: must be a positive distance in mm"
+        )
     region = parse_roi(roi)
     if cfg.camera.driver != "replay":
         region.check_inside(cfg.camera.width_px, cfg.camera.height_px)
@@ -241,7 +260,7 @@ def autofocus_cmd(
             else:
                 here = inst.stage.position_mm()
                 rng = None if span is None else (here - span / 2, here + span / 2)
-                search = SearchOptions(range_mm=rng)
+                search = SearchOptions(range_mm=rng, widen=widen)
                 fn = autofocus_brent if method is Method.brent else autofocus_sweep
                 result = fn(inst, region, search)
                 if verify:
@@ -256,6 +275,8 @@ def autofocus_cmd(
         console.print_json(json.dumps(result.to_json()))
     else:
         console.print(result.summary_line(), highlight=False, soft_wrap=True)
+    if result.in_focus is False:
+        raise typer.Exit(EXIT_NOT_IN_FOCUS)
 
 
 # --------------------------------------------------------------------------- depth
@@ -312,7 +333,7 @@ def depth_cmd(
 # --------------------------------------------------------------------------- demo
 
 
-@handle_errors
+@handle_errors(moves_stage=True)
 def demo_cmd(
     out: Path = typer.Option(Path("hdme-demo"), "--out", "-o", help="Output directory."),
     estimator: str | None = EstimatorOption,

@@ -72,7 +72,7 @@ def status(config: Path | None = ConfigOption) -> None:
 
 
 @stage_app.command("home")
-@handle_errors
+@handle_errors(moves_stage=True)
 def home(config: Path | None = ConfigOption) -> None:
     """Run the controller's homing cycle (stopped on Ctrl-C or any error)."""
     cfg = get_config(config)
@@ -83,7 +83,7 @@ def home(config: Path | None = ConfigOption) -> None:
 
 
 @stage_app.command("move")
-@handle_errors
+@handle_errors(moves_stage=True)
 def move(
     target_mm: float = typer.Argument(..., metavar="MM", help="Absolute target, mm."),
     travel: bool = typer.Option(

@@ -90,7 +90,7 @@ def _summary(record: SweepRecord) -> Table:
     return table
 
 
-@handle_errors
+@handle_errors(moves_stage=True)
 def sweep(
     step: float = typer.Option(0.02, "--step", help="Distance between frames, mm."),
     start: float | None = typer.Option(None, "--start", help="First position, mm."),
@@ -141,6 +141,11 @@ def sweep(
             positions = plan_positions(lo, hi, step)
         except ValueError as exc:
             raise UserError(f"--step {step}: {exc}") from None
+        if len(positions) < 2:
+            raise UserError(
+                f"--step {step} mm: larger than the range {lo:.4f}..{hi:.4f} mm, a single "
+                "frame is no sweep; use a smaller --step or a wider range"
+            )
         rois = _rois(roi, default_rois(inst))
         check_sweep(inst, positions, rois, out, overwrite)
         with Progress(
@@ -151,6 +156,7 @@ def sweep(
             TimeElapsedColumn(),
             console=err_console,
             transient=False,
+            disable=not err_console.is_terminal,
         ) as bar:
             task = bar.add_task("sweep", total=len(positions), pos="")
 

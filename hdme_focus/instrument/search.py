@@ -20,7 +20,7 @@ from hdme_focus.core.frame import to_gray_float
 from hdme_focus.core.roi import Roi
 from hdme_focus.focus_measures import focus_measures
 from hdme_focus.instrument.devices import Instrument
-from hdme_focus.instrument.session import AutofocusResult, Session
+from hdme_focus.instrument.session import AutofocusRefused, AutofocusResult, Session
 
 
 @dataclass
@@ -31,6 +31,7 @@ class SearchOptions:
     max_evaluations: int = 40
     coarse_points: int = 9
     fine_points: int = 7
+    widen: bool = False  # focus on the window's edge: search the whole soft-limit range once
 
 
 def search_range(instrument: Instrument, opts: SearchOptions) -> tuple[float, float]:
@@ -68,25 +69,83 @@ def _scorer(
     return score, seen
 
 
+def _edge_peak(seen: dict[float, float], lo: float, hi: float, tol_mm: float) -> float | None:
+    """The window edge the best reading sits on (focus not bracketed), or None.
+
+    A peak inside the window has a lower reading on both sides; one at the first
+    or last evaluated position, at the window's edge, may lie anywhere beyond it.
+    """
+    best = max(seen, key=lambda p: seen[p])
+    ordered = sorted(seen)
+    if best == ordered[0] and best - lo <= tol_mm:
+        return lo
+    if best == ordered[-1] and hi - best <= tol_mm:
+        return hi
+    return None
+
+
+def _bracketed(
+    instrument: Instrument,
+    result: AutofocusResult,
+    run: Session,
+    opts: SearchOptions,
+    search: Callable[[tuple[float, float]], tuple[float, float | None]],
+) -> float:
+    """Run `search` over the window; widen once to the soft limits if allowed; refuse an
+    edge peak ("focus not bracketed") after moving back to the start, never report it."""
+    safe = instrument.stage
+    window = search_range(instrument, opts)
+    target, edge = search(window)
+    full = (safe.min_mm, safe.max_mm)
+    if edge is not None and opts.widen and window != full:
+        window = full
+        target, edge = search(window)
+    if edge is None:
+        return target
+    result.target_mm = math.nan
+    run.move(result.start_mm)
+    result.final_mm = safe.position_mm()
+    at_limit = edge in full
+    fix = (
+        "focus may lie beyond the soft limits; check stage.min_mm/max_mm and the ROI"
+        if at_limit
+        else "widen --span, or pass --widen to search the whole soft-limit range"
+    )
+    result.refused = (
+        f"focus not bracketed: the focus measure is highest at the {edge:.4f} mm edge of the "
+        f"searched window [{window[0]:.4f}, {window[1]:.4f}] mm; {fix}"
+    )
+    raise AutofocusRefused(result.refused + "; stage returned to the start", result)
+
+
 def autofocus_brent(
     instrument: Instrument, roi: Roi, options: SearchOptions | None = None
 ) -> AutofocusResult:
-    """Bounded Brent search for the focus-measure peak, then one move to it."""
+    """Bounded Brent search for the focus-measure peak, then one move to it.
+
+    AutofocusRefused ("focus not bracketed") when the peak is on the window's edge.
+    """
     opts = options or SearchOptions()
     safe = instrument.stage
     result = AutofocusResult(method="brent", roi=roi.spec, start_mm=safe.position_mm())
     run = Session(instrument, result)
-    lo, hi = search_range(instrument, opts)
     score, seen = _scorer(run, roi, opts.measure)
-    xatol = opts.xatol_mm if opts.xatol_mm is not None else (hi - lo) / 400.0
-    res = minimize_scalar(
-        lambda z: -score(z),
-        bounds=(lo, hi),
-        method="bounded",
-        options={"xatol": xatol, "maxiter": opts.max_evaluations},
-    )
-    best = max(seen, key=lambda p: seen[p])
-    target = float(res.x) if -float(res.fun) >= seen[best] else best
+
+    def search(window: tuple[float, float]) -> tuple[float, float | None]:
+        lo, hi = window
+        xatol = opts.xatol_mm if opts.xatol_mm is not None else (hi - lo) / 400.0
+        res = minimize_scalar(
+            lambda z: -score(z),
+            bounds=(lo, hi),
+            method="bounded",
+            options={"xatol": xatol, "maxiter": opts.max_evaluations},
+        )
+        inside = {p: v for p, v in seen.items() if lo - 1e-9 <= p <= hi + 1e-9}
+        best = max(inside, key=lambda p: inside[p])
+        target = float(res.x) if -float(res.fun) >= inside[best] else best
+        return target, _edge_peak(inside, lo, hi, max(4 * xatol, 0.02 * (hi - lo)))
+
+    target = _bracketed(instrument, result, run, opts, search)
     result.target_mm = target
     run.move(target)
     result.final_mm = safe.position_mm()
@@ -111,27 +170,38 @@ def parabolic_peak(x: NDArray[np.float64], y: NDArray[np.float64]) -> float:
 def autofocus_sweep(
     instrument: Instrument, roi: Roi, options: SearchOptions | None = None
 ) -> AutofocusResult:
-    """Coarse scan over the range, fine scan around the best, parabolic peak, one move."""
+    """Coarse scan over the range, fine scan around the best, parabolic peak, one move.
+
+    AutofocusRefused ("focus not bracketed") when the coarse peak is an end point.
+    """
     opts = options or SearchOptions()
     safe = instrument.stage
     result = AutofocusResult(method="sweep", roi=roi.spec, start_mm=safe.position_mm())
     run = Session(instrument, result)
-    lo, hi = search_range(instrument, opts)
     score, seen = _scorer(run, roi, opts.measure)
-    coarse = np.linspace(lo, hi, max(3, opts.coarse_points))
-    if abs(safe.position_mm() - hi) < abs(safe.position_mm() - lo):
-        coarse = coarse[::-1]  # start at the nearer end
-    for z in coarse:
-        score(float(z))
-    step = float(abs(coarse[1] - coarse[0]))
-    peak = max((float(z) for z in coarse), key=lambda p: seen[round(p, 9)])
-    fine = np.linspace(max(lo, peak - step), min(hi, peak + step), max(3, opts.fine_points))
-    if abs(safe.position_mm() - fine[-1]) < abs(safe.position_mm() - fine[0]):
-        fine = fine[::-1]
-    for z in fine:
-        score(float(z))
-    xs = np.asarray(sorted(p for p in seen if fine.min() - 1e-9 <= p <= fine.max() + 1e-9))
-    target = parabolic_peak(xs, np.asarray([seen[p] for p in xs]))
+
+    def search(window: tuple[float, float]) -> tuple[float, float | None]:
+        lo, hi = window
+        coarse = np.linspace(lo, hi, max(3, opts.coarse_points))
+        if abs(safe.position_mm() - hi) < abs(safe.position_mm() - lo):
+            coarse = coarse[::-1]  # start at the nearer end
+        for z in coarse:
+            score(float(z))
+        step = float(abs(coarse[1] - coarse[0]))
+        readings = {round(float(z), 9): seen[round(float(z), 9)] for z in coarse}
+        edge = _edge_peak(readings, lo, hi, 1e-9)
+        if edge is not None:
+            return math.nan, edge
+        peak = max(readings, key=lambda p: readings[p])
+        fine = np.linspace(max(lo, peak - step), min(hi, peak + step), max(3, opts.fine_points))
+        if abs(safe.position_mm() - fine[-1]) < abs(safe.position_mm() - fine[0]):
+            fine = fine[::-1]
+        for z in fine:
+            score(float(z))
+        xs = np.asarray(sorted(p for p in seen if fine.min() - 1e-9 <= p <= fine.max() + 1e-9))
+        return parabolic_peak(xs, np.asarray([seen[p] for p in xs])), None
+
+    target = _bracketed(instrument, result, run, opts, search)
     result.target_mm = target
     run.move(target)
     result.final_mm = safe.position_mm()
