@@ -197,7 +197,8 @@ def autofocus_cmd(
     widen: bool = typer.Option(
         False,
         "--widen",
-        help="brent/sweep: if focus is not bracketed by --span, search the whole soft-limit range.",
+        help="brent/sweep: if focus is not bracketed by --span, slide the window towards it "
+        "(within the soft limits).",
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the full result as JSON."),
     calibration: Path | None = CalibrationOption,

@@ -31,7 +31,7 @@ class SearchOptions:
     max_evaluations: int = 40
     coarse_points: int = 9
     fine_points: int = 7
-    widen: bool = False  # focus on the window's edge: search the whole soft-limit range once
+    widen: bool = False  # focus beyond the window's edge: slide the window, within soft limits
 
 
 def search_range(instrument: Instrument, opts: SearchOptions) -> tuple[float, float]:
@@ -69,19 +69,24 @@ def _scorer(
     return score, seen
 
 
-def _edge_peak(seen: dict[float, float], lo: float, hi: float, tol_mm: float) -> float | None:
-    """The window edge the best reading sits on (focus not bracketed), or None.
+EDGE_MARGIN_LOG = 0.05  # an edge reading within 5 % of the best: the peak is not inside
 
-    A peak inside the window has a lower reading on both sides; one at the first
-    or last evaluated position, at the window's edge, may lie anywhere beyond it.
+
+def _edge_peak(
+    score: Callable[[float], float], seen: dict[float, float], lo: float, hi: float
+) -> float | None:
+    """The window edge the focus lies towards when it is not bracketed, else None.
+
+    Bracketed means the measure at both edges is clearly below the best reading
+    inside (a search landing inside on noise proves nothing: on a rising slope
+    Brent settles wherever the noise makes a bump). Both edges are read (from
+    the memo when already evaluated).
     """
-    best = max(seen, key=lambda p: seen[p])
-    ordered = sorted(seen)
-    if best == ordered[0] and best - lo <= tol_mm:
-        return lo
-    if best == ordered[-1] and hi - best <= tol_mm:
-        return hi
-    return None
+    e_lo, e_hi = score(lo), score(hi)
+    best = max(v for p, v in seen.items() if lo - 1e-9 <= p <= hi + 1e-9)
+    if max(e_lo, e_hi) < best - EDGE_MARGIN_LOG:
+        return None
+    return lo if e_lo >= e_hi else hi
 
 
 def _bracketed(
@@ -89,17 +94,27 @@ def _bracketed(
     result: AutofocusResult,
     run: Session,
     opts: SearchOptions,
-    search: Callable[[tuple[float, float]], tuple[float, float | None]],
+    search: Callable[[tuple[float, float]], float],
+    score: Callable[[float], float],
+    seen: dict[float, float],
 ) -> float:
-    """Run `search` over the window; widen once to the soft limits if allowed; refuse an
-    edge peak ("focus not bracketed") after moving back to the start, never report it."""
+    """Run `search` over the window, sliding it past the edge if `widen`; refuse an edge
+    peak ("focus not bracketed") after moving back to the start, never report it."""
     safe = instrument.stage
     window = search_range(instrument, opts)
-    target, edge = search(window)
+    target = search(window)
+    edge = _edge_peak(score, seen, *window)
     full = (safe.min_mm, safe.max_mm)
-    if edge is not None and opts.widen and window != full:
-        window = full
-        target, edge = search(window)
+    while edge is not None and opts.widen and edge not in full:
+        # slide the window past the edge the measure rises towards (10 % overlap), within
+        # the soft limits: a local move, not a search of the whole range for any peak
+        span = window[1] - window[0]
+        if edge == window[1]:
+            window = (window[1] - 0.1 * span, min(window[1] + 0.9 * span, safe.max_mm))
+        else:
+            window = (max(window[0] - 0.9 * span, safe.min_mm), window[0] + 0.1 * span)
+        target = search(window)
+        edge = _edge_peak(score, seen, *window)
     if edge is None:
         return target
     result.target_mm = math.nan
@@ -109,7 +124,7 @@ def _bracketed(
     fix = (
         "focus may lie beyond the soft limits; check stage.min_mm/max_mm and the ROI"
         if at_limit
-        else "widen --span, or pass --widen to search the whole soft-limit range"
+        else "widen --span, or pass --widen to follow the focus measure within the soft limits"
     )
     result.refused = (
         f"focus not bracketed: the focus measure is highest at the {edge:.4f} mm edge of the "
@@ -131,7 +146,7 @@ def autofocus_brent(
     run = Session(instrument, result)
     score, seen = _scorer(run, roi, opts.measure)
 
-    def search(window: tuple[float, float]) -> tuple[float, float | None]:
+    def search(window: tuple[float, float]) -> float:
         lo, hi = window
         xatol = opts.xatol_mm if opts.xatol_mm is not None else (hi - lo) / 400.0
         res = minimize_scalar(
@@ -142,10 +157,9 @@ def autofocus_brent(
         )
         inside = {p: v for p, v in seen.items() if lo - 1e-9 <= p <= hi + 1e-9}
         best = max(inside, key=lambda p: inside[p])
-        target = float(res.x) if -float(res.fun) >= inside[best] else best
-        return target, _edge_peak(inside, lo, hi, max(4 * xatol, 0.02 * (hi - lo)))
+        return float(res.x) if -float(res.fun) >= inside[best] else best
 
-    target = _bracketed(instrument, result, run, opts, search)
+    target = _bracketed(instrument, result, run, opts, search, score, seen)
     result.target_mm = target
     run.move(target)
     result.final_mm = safe.position_mm()
@@ -180,7 +194,7 @@ def autofocus_sweep(
     run = Session(instrument, result)
     score, seen = _scorer(run, roi, opts.measure)
 
-    def search(window: tuple[float, float]) -> tuple[float, float | None]:
+    def search(window: tuple[float, float]) -> float:
         lo, hi = window
         coarse = np.linspace(lo, hi, max(3, opts.coarse_points))
         if abs(safe.position_mm() - hi) < abs(safe.position_mm() - lo):
@@ -188,20 +202,18 @@ def autofocus_sweep(
         for z in coarse:
             score(float(z))
         step = float(abs(coarse[1] - coarse[0]))
-        readings = {round(float(z), 9): seen[round(float(z), 9)] for z in coarse}
-        edge = _edge_peak(readings, lo, hi, 1e-9)
-        if edge is not None:
-            return math.nan, edge
-        peak = max(readings, key=lambda p: readings[p])
+        peak = max((float(z) for z in coarse), key=lambda p: seen[round(p, 9)])
+        if peak in (lo, hi):
+            return peak  # on the edge: not bracketed, no fine scan
         fine = np.linspace(max(lo, peak - step), min(hi, peak + step), max(3, opts.fine_points))
         if abs(safe.position_mm() - fine[-1]) < abs(safe.position_mm() - fine[0]):
             fine = fine[::-1]
         for z in fine:
             score(float(z))
         xs = np.asarray(sorted(p for p in seen if fine.min() - 1e-9 <= p <= fine.max() + 1e-9))
-        return parabolic_peak(xs, np.asarray([seen[p] for p in xs])), None
+        return parabolic_peak(xs, np.asarray([seen[p] for p in xs]))
 
-    target = _bracketed(instrument, result, run, opts, search)
+    target = _bracketed(instrument, result, run, opts, search, score, seen)
     result.target_mm = target
     run.move(target)
     result.final_mm = safe.position_mm()
