@@ -44,7 +44,7 @@ def disk_kernel(radius_px: float) -> F32:
     k = inside.reshape(2 * half + 1, sub, 2 * half + 1, sub).mean(axis=(1, 3))
     if k.sum() <= 0:
         k[half, half] = 1.0
-    return (k / k.sum()).astype(np.float32)
+    return np.asarray(k / k.sum(), dtype=np.float32)
 
 
 def blur_uniform(image: ArrayLike, sigma_px: float, psf: PSF = "gaussian") -> F32:
@@ -100,7 +100,7 @@ def blur_spatially_varying(image: ArrayLike, sigma_map_px: ArrayLike, psf: PSF =
     w_hi = np.clip((sig.astype(np.float64) ** 2 - lo_var) / (hi_var - lo_var), 0.0, 1.0)
     w_hi = w_hi.astype(np.float32)
     out = np.zeros_like(img, dtype=np.float32)
-    expand = (lambda a: a[..., None]) if img.ndim == 3 else (lambda a: a)
+    colour = img.ndim == 3
     used = np.bincount(idx.ravel(), minlength=len(levels)) > 0
     used[1:] |= used[:-1]  # a level is needed as the upper neighbour too
     for i in np.flatnonzero(used):
@@ -108,7 +108,8 @@ def blur_spatially_varying(image: ArrayLike, sigma_map_px: ArrayLike, psf: PSF =
         sel_hi = (idx + 1) == i
         blurred = blur_uniform(img, float(levels[i]), psf)
         weight = np.where(sel_lo, 1.0 - w_hi, 0.0) + np.where(sel_hi, w_hi, 0.0)
-        out += expand(weight.astype(np.float32)) * blurred
+        w = weight.astype(np.float32)
+        out += (w[..., None] if colour else w) * blurred
     return out
 
 
@@ -152,8 +153,10 @@ def visible_sigma(layers: Sequence[Layer], threshold: float = 0.5) -> F32:
 def quantize(image01: ArrayLike, bit_depth: int) -> NDArray[np.uint16] | NDArray[np.uint8]:
     """Clip to [0, 1] and quantise to an integer frame of the given bit depth."""
     top = 2**bit_depth - 1
-    q = np.rint(np.clip(np.asarray(image01, dtype=np.float64), 0.0, 1.0) * top)
-    return q.astype(np.uint8 if bit_depth <= 8 else np.uint16)
+    q: NDArray[np.float64] = np.rint(np.clip(np.asarray(image01, dtype=np.float64), 0.0, 1.0) * top)
+    if bit_depth <= 8:
+        return q.astype(np.uint8)
+    return q.astype(np.uint16)
 
 
 def sensor_noise(

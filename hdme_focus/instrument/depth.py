@@ -57,7 +57,10 @@ class DepthMaps:
     def summary(self) -> dict[str, Any]:
         u = self.object_distance_mm[self.confident & np.isfinite(self.object_distance_mm)]
         d = self.defocus_mm[self.confident]
-        pct = lambda a, q: float(np.percentile(a, q)) if a.size else math.nan  # noqa: E731
+
+        def pct(a: NDArray[Any], q: float) -> float:
+            return float(np.percentile(a, q)) if a.size else math.nan
+
         return {
             "position_mm": self.position_mm,
             "side": self.side,

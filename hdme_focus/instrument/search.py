@@ -22,6 +22,11 @@ from hdme_focus.focus_measures import focus_measures
 from hdme_focus.instrument.devices import Instrument
 from hdme_focus.instrument.session import AutofocusRefused, AutofocusResult, Session
 
+Score = Callable[[float], float]
+Seen = dict[float, float]
+# finds the target position from the scorer, its memo and the search range
+Finder = Callable[[Score, Seen, float, float], float]
+
 
 @dataclass
 class SearchOptions:
@@ -43,9 +48,7 @@ def search_range(instrument: Instrument, opts: SearchOptions) -> tuple[float, fl
     return lo, hi
 
 
-def _scorer(
-    run: Session, roi: Roi, measure_name: str
-) -> tuple[Callable[[float], float], dict[float, float]]:
+def _scorer(run: Session, roi: Roi, measure_name: str) -> tuple[Score, Seen]:
     """Move, capture and return the log focus measure; memoised by position."""
     seen: dict[float, float] = {}
     checked = [False]
@@ -72,9 +75,7 @@ def _scorer(
 EDGE_MARGIN_LOG = 0.05  # an edge reading within 5 % of the best: the peak is not inside
 
 
-def _edge_peak(
-    score: Callable[[float], float], seen: dict[float, float], lo: float, hi: float
-) -> float | None:
+def _edge_peak(score: Score, seen: Seen, lo: float, hi: float) -> float | None:
     """The window edge the focus lies towards when it is not bracketed, else None.
 
     Bracketed means the measure at both edges is clearly below the best reading
@@ -89,38 +90,50 @@ def _edge_peak(
     return lo if e_lo >= e_hi else hi
 
 
-def _bracketed(
-    instrument: Instrument,
-    result: AutofocusResult,
-    run: Session,
-    opts: SearchOptions,
-    search: Callable[[tuple[float, float]], float],
-    score: Callable[[float], float],
-    seen: dict[float, float],
-) -> float:
-    """Run `search` over the window, sliding it past the edge if `widen`; refuse an edge
-    peak ("focus not bracketed") after moving back to the start, never report it."""
+def _search(
+    method: str, instrument: Instrument, roi: Roi, opts: SearchOptions, find: Finder
+) -> AutofocusResult:
+    """What every search shares: the record, the range, the scorer, the bracketing check
+    and the one final move.
+
+    A best reading on the window's edge is never reported as the focus: with
+    `opts.widen` the window slides past that edge (within the soft limits) until
+    the peak is inside; otherwise, or at a soft limit, the stage goes back to the
+    start and AutofocusRefused says "focus not bracketed".
+    """
     safe = instrument.stage
+    result = AutofocusResult(method=method, roi=roi.spec, start_mm=safe.position_mm())
+    run = Session(instrument, result)
     window = search_range(instrument, opts)
-    target = search(window)
+    score, seen = _scorer(run, roi, opts.measure)
+    target = find(score, seen, *window)
     edge = _edge_peak(score, seen, *window)
     full = (safe.min_mm, safe.max_mm)
     while edge is not None and opts.widen and edge not in full:
-        # slide the window past the edge the measure rises towards (10 % overlap), within
-        # the soft limits: a local move, not a search of the whole range for any peak
+        # slide past the edge the measure rises towards (10 % overlap): a local move,
+        # not a search of the whole range for any peak
         span = window[1] - window[0]
         if edge == window[1]:
             window = (window[1] - 0.1 * span, min(window[1] + 0.9 * span, safe.max_mm))
         else:
             window = (max(window[0] - 0.9 * span, safe.min_mm), window[0] + 0.1 * span)
-        target = search(window)
+        target = find(score, seen, *window)
         edge = _edge_peak(score, seen, *window)
-    if edge is None:
-        return target
+    if edge is not None:
+        _refuse_unbracketed(run, result, edge, window, at_limit=edge in full)
+    result.target_mm = target
+    run.move(target)
+    result.final_mm = safe.position_mm()
+    result.tries = 1
+    return result
+
+
+def _refuse_unbracketed(
+    run: Session, result: AutofocusResult, edge: float, window: tuple[float, float], at_limit: bool
+) -> None:
     result.target_mm = math.nan
     run.move(result.start_mm)
-    result.final_mm = safe.position_mm()
-    at_limit = edge in full
+    result.final_mm = run.inst.stage.position_mm()
     fix = (
         "focus may lie beyond the soft limits; check stage.min_mm/max_mm and the ROI"
         if at_limit
@@ -136,18 +149,11 @@ def _bracketed(
 def autofocus_brent(
     instrument: Instrument, roi: Roi, options: SearchOptions | None = None
 ) -> AutofocusResult:
-    """Bounded Brent search for the focus-measure peak, then one move to it.
-
-    AutofocusRefused ("focus not bracketed") when the peak is on the window's edge.
-    """
+    """Bounded Brent search for the focus-measure peak, then one move to it (refused when
+    the peak is not bracketed by the window)."""
     opts = options or SearchOptions()
-    safe = instrument.stage
-    result = AutofocusResult(method="brent", roi=roi.spec, start_mm=safe.position_mm())
-    run = Session(instrument, result)
-    score, seen = _scorer(run, roi, opts.measure)
 
-    def search(window: tuple[float, float]) -> float:
-        lo, hi = window
+    def find(score: Score, seen: Seen, lo: float, hi: float) -> float:
         xatol = opts.xatol_mm if opts.xatol_mm is not None else (hi - lo) / 400.0
         res = minimize_scalar(
             lambda z: -score(z),
@@ -159,12 +165,7 @@ def autofocus_brent(
         best = max(inside, key=lambda p: inside[p])
         return float(res.x) if -float(res.fun) >= inside[best] else best
 
-    target = _bracketed(instrument, result, run, opts, search, score, seen)
-    result.target_mm = target
-    run.move(target)
-    result.final_mm = safe.position_mm()
-    result.tries = 1
-    return result
+    return _search("brent", instrument, roi, opts, find)
 
 
 def parabolic_peak(x: NDArray[np.float64], y: NDArray[np.float64]) -> float:
@@ -184,18 +185,12 @@ def parabolic_peak(x: NDArray[np.float64], y: NDArray[np.float64]) -> float:
 def autofocus_sweep(
     instrument: Instrument, roi: Roi, options: SearchOptions | None = None
 ) -> AutofocusResult:
-    """Coarse scan over the range, fine scan around the best, parabolic peak, one move.
-
-    AutofocusRefused ("focus not bracketed") when the coarse peak is an end point.
-    """
+    """Coarse scan over the range, fine scan around the best, parabolic peak, one move
+    (refused when the peak is not bracketed by the window)."""
     opts = options or SearchOptions()
     safe = instrument.stage
-    result = AutofocusResult(method="sweep", roi=roi.spec, start_mm=safe.position_mm())
-    run = Session(instrument, result)
-    score, seen = _scorer(run, roi, opts.measure)
 
-    def search(window: tuple[float, float]) -> float:
-        lo, hi = window
+    def find(score: Score, seen: Seen, lo: float, hi: float) -> float:
         coarse = np.linspace(lo, hi, max(3, opts.coarse_points))
         if abs(safe.position_mm() - hi) < abs(safe.position_mm() - lo):
             coarse = coarse[::-1]  # start at the nearer end
@@ -213,9 +208,4 @@ def autofocus_sweep(
         xs = np.asarray(sorted(p for p in seen if fine.min() - 1e-9 <= p <= fine.max() + 1e-9))
         return parabolic_peak(xs, np.asarray([seen[p] for p in xs]))
 
-    target = _bracketed(instrument, result, run, opts, search, score, seen)
-    result.target_mm = target
-    run.move(target)
-    result.final_mm = safe.position_mm()
-    result.tries = 1
-    return result
+    return _search("sweep", instrument, roi, opts, find)
