@@ -308,12 +308,24 @@ class SweepWriter:
             )
         index = self.rows_written
         name = self.frame_name(index)
-        write_frame_tiff(self.out_dir / name, frame, index)
         row: list[Any] = [index, frame.position_mm, time_s, name]
         row += [values.get(col, math.nan) for col in self.value_columns]
-        csv.writer(self._csv).writerow([_fmt(v) for v in row])
-        self._sync_table()
+        text = [_fmt(v) for v in row]
+        start = self._csv.tell()
+        try:
+            write_frame_tiff(self.out_dir / name, frame, index)
+            csv.writer(self._csv).writerow(text)
+        except BaseException:
+            # a signal or a full disk between the frame and its row: whether the row went
+            # into the table decides, so there is never a frame without a row or vice versa
+            if self._csv.tell() > start:
+                self.rows_written += 1
+            else:
+                with contextlib.suppress(OSError):
+                    (self.out_dir / name).unlink(missing_ok=True)
+            raise
         self.rows_written += 1
+        self._sync_table()
         return index
 
     def finish(self, status: str, reason: str | None = None) -> None:

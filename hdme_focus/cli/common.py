@@ -157,6 +157,9 @@ def handle_errors(func: F | None = None, *, moves_stage: bool = False) -> F | Ca
             except PermissionError as exc:
                 where = exc.filename or exc
                 raise fail(f"permission denied: {where}; choose a path you can write") from None
+            except OSError as exc:  # a full disk, a vanished mount: the file and the reason
+                where = f"{exc.filename}: " if exc.filename else ""
+                raise fail(f"{where}{exc.strerror or exc}") from None
             except KeyboardInterrupt:
                 raise _interrupted("Ctrl-C", EXIT_INTERRUPTED, moves_stage) from None
 
