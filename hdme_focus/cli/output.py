@@ -53,7 +53,7 @@ def progress_bar(console: Console, description: str) -> Iterator[ProgressFn]:
 def print_table(
     console: Console, title: str, headers: Sequence[str], rows: Sequence[Sequence[str]]
 ) -> None:
-    """A rich table on a terminal; CSV (header row first) when piped."""
+    """A rich table on a terminal; when piped, CSV after one `# title` comment line."""
     if console.is_terminal:
         table = Table(title=title, title_justify="left")
         for i, col in enumerate(headers):
@@ -63,5 +63,6 @@ def print_table(
         console.print(table)
         return
     buf = io.StringIO()
+    buf.write(f"# {title}\n")
     csv.writer(buf, lineterminator="\n").writerows([headers, *rows])
     console.print(buf.getvalue().rstrip("\n"), highlight=False, soft_wrap=True, markup=False)

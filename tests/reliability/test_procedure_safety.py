@@ -228,3 +228,16 @@ def test_commands_that_move_nothing_do_not_say_stage_stopped(
     )
     assert result.exit_code == 130
     assert "interrupted" in result.stderr and "stage" not in result.stderr
+
+
+def test_piped_tables_are_csv_with_every_column(config: Path, tmp_path: Path) -> None:
+    import csv
+    import io
+
+    result = runner.invoke(app, _sweep_args(config, tmp_path / "s"))
+    assert result.exit_code == 0, result.output
+    text = result.stdout[result.stdout.index("# best focus per ROI") :]
+    rows = list(csv.reader(io.StringIO(text.split("\nframes:")[0]), delimiter=","))
+    assert rows[1][:2] == ["ROI", "x,y,w,h"] and "tenengrad" in rows[1]
+    assert all(len(r) == len(rows[1]) for r in rows[2:]) and len(rows) > 2
+    assert "…" not in result.stdout
