@@ -66,20 +66,12 @@ def test_without_the_guard_sigterm_kills_before_cleanup() -> None:
     """The bug this module fixes: a bare process dies on SIGTERM and skips `finally`."""
     code = textwrap.dedent(
         """
-        import os, signal, sys
+        import contextlib, os, signal, sys
         from hdme_focus.core.signals import signals_as_exceptions
         from hdme_focus.core.errors import InterruptedBySignal
-        guard = sys.argv[1] == "guard"
+        guard = signals_as_exceptions() if sys.argv[1] == "guard" else contextlib.nullcontext()
         try:
-            if guard:
-                with signals_as_exceptions():
-                    try:
-                        os.kill(os.getpid(), signal.SIGTERM)
-                        for _ in range(10000):
-                            pass
-                    finally:
-                        print("cleanup", flush=True)
-            else:
+            with guard:
                 try:
                     os.kill(os.getpid(), signal.SIGTERM)
                     for _ in range(10000):
