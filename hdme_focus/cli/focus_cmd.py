@@ -125,8 +125,8 @@ def calibrate_cmd(
     )
     if run.record.status != "complete":
         err_console.print(
-            f"[yellow]warning:[/] the sweep is {run.record.status!r}, not complete; "
-            "check each region's fit or record it again",
+            f"[yellow]warning:[/] the sweep is {run.record.status!r}, not complete "
+            f"({run.record.reason}); check each region's fit or record it again",
             highlight=False,
             soft_wrap=True,
         )

@@ -119,14 +119,19 @@ def _roi_sigmas(
 
 
 def coarse_sigmas(
-    record: SweepRecord, estimator: DefocusEstimator, downscale: float = COARSE_DOWNSCALE
+    record: SweepRecord,
+    estimator: DefocusEstimator,
+    downscale: float = COARSE_DOWNSCALE,
+    progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, NDArray[np.float64]] | None:
     """Per-ROI blur estimated on downscaled frames; None if the estimator cannot downscale."""
     params = inspect.signature(estimator.predict).parameters.values()
     if not any(p.name == "downscale" or p.kind is p.VAR_KEYWORD for p in params):
         return None
     predict: Any = estimator.predict  # the protocol does not declare `downscale`
-    return _roi_sigmas(record, lambda f: predict(f.image, f.bit_depth, downscale=downscale))
+    return _roi_sigmas(
+        record, lambda f: predict(f.image, f.bit_depth, downscale=downscale), progress
+    )
 
 
 def _fit_coarse(
@@ -217,7 +222,7 @@ def calibrate_sweep(
     if same and sigma_max and estimator is not None and saturated:
         # the coarse pass re-estimates every frame; it only adds range where the fine one
         # reached the estimator's ceiling
-        by_scale = coarse_sigmas(record, estimator)
+        by_scale = coarse_sigmas(record, estimator, progress=progress)
         if by_scale is not None:
             good_names = {n for n, _, _ in good}
             wanted = {n: v for n, v in by_scale.items() if n in good_names}

@@ -196,3 +196,26 @@ def test_non_utf8_config_is_one_line_exit_2(tmp_path: Path) -> None:
     result = runner.invoke(app, ["config", "show", "-c", str(path)])
     assert result.exit_code == 2, result.output
     assert "UTF-8" in result.stderr and "Traceback" not in result.output
+
+
+def test_calibrating_a_killed_sweep_says_it_was_interrupted(sweep: Path, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    killed = tmp_path / "killed"
+    shutil.copytree(sweep, killed)
+    manifest = json.loads((killed / "sweep.json").read_text())
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    manifest.update(status="running", writer={"pid": dead.pid, "host": manifest["writer"]["host"]})
+    (killed / "sweep.json").write_text(json.dumps(manifest))
+    result = runner.invoke(app, ["calibrate", str(killed), "--out", str(tmp_path / "c.json")])
+    assert result.exit_code == 0, result.output
+    err = " ".join(result.stderr.split())
+    assert f"interrupted: process {dead.pid} ended without closing the sweep" in err
+
+
+def test_unknown_device_is_one_usage_error() -> None:
+    result = runner.invoke(app, ["autofocus", "--roi", "1,1,20,20", "--device", "tpu"])
+    assert result.exit_code == 2
+    assert "tpu" in result.output and "Traceback" not in result.output
