@@ -111,7 +111,8 @@ def _words(exc: HdmeError) -> str:
 
     if isinstance(exc, OutputExistsError):
         return (
-            f"--out {exc.directory}: already holds {exc.what}; choose another or pass --overwrite"
+            f"--out {exc.directory}: already holds {exc.what}; "
+            "choose another directory or pass --overwrite"
         )
     if isinstance(exc, DeviceError) and not isinstance(exc, MotionRefused):
         return f"device: {exc}"

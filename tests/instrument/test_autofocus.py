@@ -10,6 +10,7 @@ from typing import Any
 import cv2
 import numpy as np
 import pytest
+from conftest import ShippedBench
 from sim_oracle import OracleEstimator, truth_calibration
 from typer.testing import CliRunner
 
@@ -17,7 +18,6 @@ from hdme_focus.calibration.model import Calibration
 from hdme_focus.cli.app import app
 from hdme_focus.config import CameraConfig, InstrumentConfig, PathsConfig, SceneConfig, to_toml
 from hdme_focus.core.roi import Roi
-from hdme_focus.estimation.estimator import default_weights_path
 from hdme_focus.instrument import devices
 from hdme_focus.instrument.autofocus import HdmeOptions, autofocus_hdme
 from hdme_focus.instrument.devices import Instrument, open_instrument
@@ -412,20 +412,14 @@ def test_cli_refusal_exits_4_and_leaves_the_stage(
 # --------------------------------------------------------------------------- shipped model
 
 
-@pytest.mark.skipif(not default_weights_path().is_file(), reason="shipped weights not installed")
+@pytest.mark.slow
 @pytest.mark.parametrize("offset_dof", [-5.0, 5.0])
-def test_shipped_model_autofocus_from_both_sides(offset_dof: float, tmp_path: Path) -> None:
+def test_shipped_model_autofocus_from_both_sides(
+    offset_dof: float, shipped_bench: ShippedBench
+) -> None:
     """README-level: sweep with the shipped model, calibrate, focus a region from either side."""
-    from hdme_focus.estimation.estimator import load_estimator
-    from hdme_focus.instrument.calibrate import calibrate_sweep
-    from hdme_focus.instrument.sweep import default_rois, plan_positions, run_sweep
-
-    est = load_estimator(None, device="cpu")
-    cfg = InstrumentConfig(camera=CameraConfig(width_px=256, height_px=192))
-    with open_instrument(cfg) as inst:
-        rois = {"background": default_rois(inst)["background"]}
-        run_sweep(inst, plan_positions(0.4, 1.6, 0.05), rois, tmp_path / "s", estimator=est)
-        cal = calibrate_sweep(tmp_path / "s", est).calibration
+    est, cal = shipped_bench.estimator, shipped_bench.calibration
+    with open_instrument(shipped_bench.config) as inst:
         roi, z0 = _region(inst, "background")
         dof = cal.for_roi(roi.as_tuple())[0].dof_mm
         _go(inst, z0 + offset_dof * dof)
