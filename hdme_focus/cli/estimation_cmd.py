@@ -106,7 +106,11 @@ def estimate_cmd(
     est = load_estimator(estimator, device, weights=weights)
 
     def done(r: ef.EstimateOutput) -> None:
-        renamed = "" if r.stem == r.source.stem else f" (renamed: another input is {r.source.name})"
+        renamed = (
+            ""
+            if r.stem == r.source.stem
+            else f" (renamed: {r.source.stem}.sigma.* is another input's result)"
+        )
         masked = f", {r.masked_fraction:.0%} clipped (NaN)" if r.masked_fraction > 0 else ""
         console.print(
             f"{r.source}: median sigma {r.median_sigma_px:.2f} px{masked} -> {r.tiff.name}, "

@@ -2,7 +2,9 @@
 
 The procedure behind `hdme-focus estimate`. Three rules a batch run must keep:
 no input's result replaces another's (two inputs named `sample.png` in
-different folders get distinct output names, and the mapping is reported);
+different folders get distinct output names, and so does an input whose name
+is taken in the output folder by an earlier run's other input; each TIFF
+records its source, and the renaming is reported);
 every output appears complete or not at all (core.atomic); an image with
 nothing to measure (uniform black or white, fully clipped) is refused instead
 of reported as a blur.
@@ -145,12 +147,13 @@ def estimate_files(
     outputs: list[EstimateOutput] = []
     failed = 0
     for i, (path, stem) in enumerate(stems.items()):
+        stem = free_stem(out_dir, stem, path)
         try:
             gray = read_input_image(path)
             check_measurable(gray, path)
             sigma = np.asarray(predict(gray), dtype=np.float32)
             sigma = np.where(saturation_mask(gray), np.float32(np.nan), sigma).astype(np.float32)
-            tiff, png = write_sigma_map(sigma, out_dir, stem)
+            tiff, png = write_sigma_map(sigma, out_dir, stem, path)
         except ImageInputError as exc:
             failed += 1
             if on_error is not None:
@@ -173,12 +176,38 @@ def estimate_files(
     return outputs, failed
 
 
-def write_sigma_map(sigma_px: np.ndarray, out_dir: Path, stem: str) -> tuple[Path, Path]:
-    """float32 TIFF (sigma in px, NaN where clipped) + a colour-mapped PNG, both atomic."""
+def _source_of(tiff: Path) -> str | None:
+    """The input a sigma TIFF was estimated from (its metadata), None if unknown."""
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(tiff) as tf:
+            meta = tf.shaped_metadata
+        return str(meta[0].get("source")) if meta and meta[0].get("source") else None
+    except Exception:  # unreadable or foreign: treat as another input's file
+        return None
+
+
+def free_stem(out_dir: Path, stem: str, source: Path) -> str:
+    """`stem`, unless out_dir already holds another input's result under it: then stem-2, ..."""
+    candidate, n = stem, 2
+    while (out_dir / f"{candidate}.sigma.tiff").exists() and _source_of(
+        out_dir / f"{candidate}.sigma.tiff"
+    ) != str(source.resolve()):
+        candidate, n = f"{stem}-{n}", n + 1
+    return candidate
+
+
+def write_sigma_map(
+    sigma_px: np.ndarray, out_dir: Path, stem: str, source: Path | None = None
+) -> tuple[Path, Path]:
+    """float32 TIFF (sigma in px, NaN where clipped, the input's path in its metadata) and
+    a colour-mapped PNG, both atomic."""
     from matplotlib.figure import Figure
 
+    meta = {"unit": "px", "source": str(source.resolve()) if source is not None else ""}
     tiff = write_tiff_atomic(
-        out_dir / f"{stem}.sigma.tiff", np.asarray(sigma_px, dtype=np.float32), {"unit": "px"}
+        out_dir / f"{stem}.sigma.tiff", np.asarray(sigma_px, dtype=np.float32), meta
     )
     h, w = sigma_px.shape
     fig = Figure(figsize=(6.0, 6.0 * h / w + 0.4))

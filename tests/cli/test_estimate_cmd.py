@@ -134,3 +134,18 @@ def test_no_progress_bar_when_not_a_terminal(tmp_path: Path) -> None:
     result = runner.invoke(app, ["estimate", *imgs, "--out", str(tmp_path / "o"), *EST])
     assert result.exit_code == 0, result.output
     assert "━" not in result.output and "\r" not in result.output
+
+
+def test_a_later_run_does_not_replace_another_inputs_result(tmp_path: Path) -> None:
+    a = _png(tmp_path / "a" / "sample.png", _texture(0))
+    b = _png(tmp_path / "b" / "sample.png", _texture(1))
+    out = tmp_path / "out"
+    assert runner.invoke(app, ["estimate", str(a), "--out", str(out), *EST]).exit_code == 0
+    first = (out / "sample.sigma.tiff").read_bytes()
+    result = runner.invoke(app, ["estimate", str(b), "--out", str(out), *EST])
+    assert result.exit_code == 0, result.output
+    assert (out / "sample.sigma.tiff").read_bytes() == first
+    assert (out / "sample-2.sigma.tiff").exists() and "sample-2.sigma.tiff" in result.stdout
+    again = runner.invoke(app, ["estimate", str(a), "--out", str(out), *EST])  # same input
+    assert again.exit_code == 0 and "sample.sigma.tiff" in again.stdout
+    assert not (out / "sample-3.sigma.tiff").exists()
