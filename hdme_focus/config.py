@@ -186,8 +186,13 @@ class OpticsConfig(_Strict):
 
     @model_validator(mode="after")
     def _behind_focal_plane(self) -> OpticsConfig:
-        if self.sensor_distance_mm <= self.focal_length_mm and self.setup == "object":
-            raise ValueError("sensor_distance_mm must exceed focal_length_mm for a real image")
+        # both set-ups: a sensor at or inside the focal length sees no real image at all
+        if self.sensor_distance_mm <= self.focal_length_mm:
+            raise ValueError(
+                f"sensor_distance_mm ({self.sensor_distance_mm:g}) must exceed focal_length_mm "
+                f"({self.focal_length_mm:g}) for a real image; measure the lens-to-sensor "
+                "distance at stage position 0"
+            )
         return self
 
     def lens(self) -> ThinLens:
@@ -255,6 +260,11 @@ def load_config(path: Path | None = None) -> InstrumentConfig:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read config file ({exc.strerror})") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path}: not a UTF-8 text file (byte {exc.start}: {exc.reason}); save the "
+            "instrument file as UTF-8 TOML"
+        ) from exc
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

@@ -27,6 +27,7 @@ import json
 import math
 import os
 import re
+import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,8 +72,8 @@ class OutputExistsError(RecordError):
 class SweepExistsError(OutputExistsError):
     """The output directory already holds a sweep."""
 
-    def __init__(self, directory: Path) -> None:
-        super().__init__(directory, f"a sweep ({MANIFEST})")
+    def __init__(self, directory: Path, state: str = "") -> None:
+        super().__init__(directory, f"a sweep ({MANIFEST}){state}")
 
 
 def roi_column(roi_name: str, quantity: str) -> str:
@@ -96,11 +97,37 @@ def holds_sweep(directory: Path) -> bool:
 
 
 def check_out_dir(out_dir: Path, overwrite: bool = False) -> None:
-    """Refuse an output path that is a file or already holds a sweep (no side effects)."""
+    """Refuse an output path that is a file, holds a sweep (unless `overwrite`) or holds
+    anything that is not a sweep (always: a user's files are never written over)."""
     if out_dir.exists() and not out_dir.is_dir():
         raise RecordError(f"output {out_dir}: exists and is not a directory")
-    if holds_sweep(out_dir) and not overwrite:
-        raise SweepExistsError(out_dir)
+    if holds_sweep(out_dir):
+        if not overwrite:
+            raise SweepExistsError(out_dir, _state_of(out_dir))
+        return
+    if out_dir.is_dir():
+        foreign = sorted(p.name for p in out_dir.iterdir() if not p.name.startswith("."))
+        if foreign:
+            shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+            raise RecordError(
+                f"output {out_dir}: holds files that are not a sweep ({shown}); "
+                "choose a new or empty folder"
+            )
+
+
+def _state_of(directory: Path) -> str:
+    """ ", interrupted: ..." for a sweep whose manifest was left "running"; else ""."""
+    try:
+        manifest = json.loads((directory / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return ""
+    if not isinstance(manifest, dict) or manifest.get("status") != "running":
+        return ""
+    try:
+        rows = max(len((directory / TABLE).read_text(encoding="utf-8").splitlines()) - 1, 0)
+    except OSError:
+        rows = 0
+    return f", {stale_reason(manifest, rows)}"
 
 
 # --------------------------------------------------------------------------- durable writes
@@ -220,6 +247,7 @@ class SweepWriter:
             "positions_mm": [float(p) for p in positions_mm],
             "config": config.model_dump(mode="json"),
             "metadata": dict(metadata or {}),
+            "writer": {"pid": os.getpid(), "host": socket.gethostname()},
         }
 
     @property
@@ -248,13 +276,18 @@ class SweepWriter:
         return self
 
     def _remove_previous(self) -> None:
-        """Delete only the files a sweep writes; anything else in the directory stays."""
+        """Delete only the files the previous sweep's manifest accounts for: its manifest,
+        table, plot and the frames it planned (frames/NNNNN.tif, N < planned positions).
+        Anything else in the directory, `frames/` included, stays."""
+        try:
+            old = json.loads((self.out_dir / MANIFEST).read_text(encoding="utf-8"))
+            planned = len(old["positions_mm"])
+        except (OSError, ValueError, KeyError, TypeError):
+            planned = 0  # no readable manifest: it lists nothing, so no frame is removed
+        for index in range(planned):
+            (self.out_dir / self.frame_name(index)).unlink(missing_ok=True)
         for name in (MANIFEST, TABLE, PLOT):
             (self.out_dir / name).unlink(missing_ok=True)
-        frames = self.out_dir / FRAMES_DIR
-        if frames.is_dir():
-            for tif in frames.glob("*.tif"):
-                tif.unlink()
 
     def _sync_table(self) -> None:
         assert self._csv is not None
@@ -275,12 +308,24 @@ class SweepWriter:
             )
         index = self.rows_written
         name = self.frame_name(index)
-        write_frame_tiff(self.out_dir / name, frame, index)
         row: list[Any] = [index, frame.position_mm, time_s, name]
         row += [values.get(col, math.nan) for col in self.value_columns]
-        csv.writer(self._csv).writerow([_fmt(v) for v in row])
-        self._sync_table()
+        text = [_fmt(v) for v in row]
+        start = self._csv.tell()
+        try:
+            write_frame_tiff(self.out_dir / name, frame, index)
+            csv.writer(self._csv).writerow(text)
+        except BaseException:
+            # a signal or a full disk between the frame and its row: whether the row went
+            # into the table decides, so there is never a frame without a row or vice versa
+            if self._csv.tell() > start:
+                self.rows_written += 1
+            else:
+                with contextlib.suppress(OSError):
+                    (self.out_dir / name).unlink(missing_ok=True)
+            raise
         self.rows_written += 1
+        self._sync_table()
         return index
 
     def finish(self, status: str, reason: str | None = None) -> None:
@@ -294,6 +339,33 @@ class SweepWriter:
             self._csv = None
         self.manifest.update(status=status, reason=reason, finished=_now(), rows=self.rows_written)
         write_json_atomic(self.manifest_path, self.manifest)
+
+
+def writer_alive(manifest: Mapping[str, Any]) -> bool:
+    """Whether the process that opened a "running" manifest still runs on this host."""
+    writer = manifest.get("writer") or {}
+    pid, host = writer.get("pid"), writer.get("host")
+    if not isinstance(pid, int) or host != socket.gethostname():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def stale_reason(manifest: Mapping[str, Any], rows: int) -> str:
+    """Why a manifest still says "running": being written now, or its writer was killed."""
+    writer = manifest.get("writer") or {}
+    if writer_alive(manifest):
+        return f"still being recorded by process {writer.get('pid')} ({rows} frames so far)"
+    who = f"process {writer['pid']}" if "pid" in writer else "the recording process"
+    return (
+        f"interrupted: {who} ended without closing the sweep (killed, or the machine "
+        f"stopped) after {rows} of {len(manifest.get('positions_mm', []))} frames"
+    )
 
 
 def _roi_dict(roi: Roi) -> dict[str, int]:
@@ -325,7 +397,7 @@ class SweepRecord:
     @property
     def reason(self) -> str | None:
         if self.manifest["status"] == "running":
-            return "the sweep did not finish (process ended while recording)"
+            return stale_reason(self.manifest, len(self))
         reason = self.manifest.get("reason")
         return None if reason is None else str(reason)
 

@@ -81,7 +81,7 @@ def test_each_row_is_on_disk_when_write_returns(tmp_path: Path) -> None:
     # the writer is still open (as during a sweep): a reader already sees the row
     rec = load_sweep(tmp_path)
     assert len(rec) == 1 and rec.status == "partial"
-    assert "did not finish" in (rec.reason or "")
+    assert "still being recorded by process" in (rec.reason or "")
     assert read_frame(rec.frame_paths[0]).position_mm == 0.0
 
 

@@ -383,3 +383,129 @@ def relate_to_thin_lens(fit: VCurveFit, lens: ThinLens) -> ThinLensRelation:
         aperture_fit_mm=float(aperture),
         f_number_fit=float(lens.focal_length_mm / aperture) if aperture > 0 else math.inf,
     )
+
+
+# --------------------------------------------------------------------------- fit checks
+
+# Fitted slope against the thin lens's, either way. Baselines such as focus-measure report
+# a blur-like score, not Gaussian px, and land 2-3x off on a correct config, so a moderate
+# disagreement is said (line and file) and only a gross one (a unit slip) refuses.
+K_RATIO_WARN = 1.5
+K_RATIO_REFUSE = 4.0
+Z0_UNCERTAINTY_REFUSE_DOF = 0.5  # 1-sigma z0 wider than half the depth of focus: refuse
+BOOTSTRAP_RESAMPLES = 48
+
+
+def bootstrap_z0_mm(
+    position_mm: ArrayLike,
+    sigma_px: ArrayLike,
+    *,
+    max_sigma_px: float | None = None,
+    n_resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = 0,
+) -> float:
+    """1-sigma spread of z0 when the whole fit is rerun on frames resampled with replacement.
+
+    The Jacobian error assumes independent Gaussian residuals and a fixed choice
+    of points; the fit also chooses its window and its outliers, and with a dozen
+    frames that choice moves z0 as much as the noise does. Rerunning all of
+    `fit_vcurve` on resampled frames measures both (on simulated repeats it
+    matches the spread of z0 over repeated sweeps within ~10 %, where the
+    Jacobian is 1.5-2x too small). Half the 16-84 % width is used so a
+    degenerate resample cannot dominate; inf when too few resamples fit.
+    """
+    z_all = np.asarray(position_mm, dtype=np.float64).ravel()
+    s_all = np.asarray(sigma_px, dtype=np.float64).ravel()
+    usable = np.isfinite(z_all) & np.isfinite(s_all) & (s_all >= 0)
+    if max_sigma_px is not None:
+        usable &= s_all < max_sigma_px
+    z, s = z_all[usable], s_all[usable]
+    if len(z) < 4:
+        return math.inf
+    rng = np.random.default_rng(seed)
+    z0s: list[float] = []
+    for _ in range(n_resamples):
+        pick = rng.integers(0, len(z), len(z))
+        if len(np.unique(z[pick])) < 4:
+            continue
+        try:
+            z0s.append(fit_vcurve(z[pick], s[pick]).z0_mm)
+        except CalibrationError:
+            continue
+    if len(z0s) < n_resamples // 2:
+        return math.inf
+    lo, hi = np.percentile(z0s, [15.87, 84.13])
+    return float(hi - lo) / 2.0
+
+
+@dataclass(frozen=True)
+class FitAssessment:
+    """A fit checked against the configured optics, its own residuals and the stage limits.
+
+    `problems` make the fit unusable (the region is refused); `warnings` are said on
+    the line and kept in the calibration file.
+    """
+
+    z0_uncertainty_mm: float  # the larger of the Jacobian and the bootstrap estimate
+    z0_bootstrap_mm: float
+    k_ratio: float  # fitted slope / thin-lens slope (NaN when the lens gives none)
+    problems: list[str]
+    warnings: list[str]
+
+
+def assess_fit(
+    fit: VCurveFit,
+    position_mm: ArrayLike,
+    sigma_px: ArrayLike,
+    lens: ThinLens | None,
+    soft_limits_mm: tuple[float, float] | None = None,
+    *,
+    max_sigma_px: float | None = None,
+    k_ratio_warn: float = K_RATIO_WARN,
+    k_ratio_refuse: float = K_RATIO_REFUSE,
+    seed: int = 0,
+) -> FitAssessment:
+    """Check a V-curve fit that passed `fit_problems` before it is trusted for focusing."""
+    problems: list[str] = []
+    warnings: list[str] = []
+    boot = bootstrap_z0_mm(position_mm, sigma_px, max_sigma_px=max_sigma_px, seed=seed)
+    jac = fit.z0_stderr_mm if math.isfinite(fit.z0_stderr_mm) else math.inf
+    uncertainty = max(jac, boot)
+    if not uncertainty <= Z0_UNCERTAINTY_REFUSE_DOF * fit.dof_mm:
+        problems.append(
+            f"focus not located: z0 {fit.z0_mm:.4f} +/- {uncertainty:.4f} mm (bootstrap over "
+            f"frames) is wider than half the depth of focus {fit.dof_mm:.4f} mm; record a denser "
+            "sweep through focus (a smaller --step) on a textured region"
+        )
+    elif boot > 3.0 * jac and boot > 0.05 * fit.dof_mm:
+        warnings.append(
+            f"z0 depends on which frames are used: uncertainty {boot:.4f} mm from a bootstrap "
+            f"over frames, {jac:.4f} mm from the fit alone; the larger is used"
+        )
+    ratio = math.nan
+    if lens is not None:
+        rel = relate_to_thin_lens(fit, lens)
+        ratio = rel.k_ratio
+        if math.isfinite(ratio) and ratio > 0:
+            off = max(ratio, 1.0 / ratio)
+            what = (
+                f"fitted slope {fit.k_px_per_mm:.3g} px/mm is {ratio:.2f}x the thin lens's "
+                f"{rel.k_thin_lens_px_per_mm:.3g} px/mm (f/{rel.f_number_fit:.2g} against the "
+                f"configured f/{lens.f_number:g})"
+            )
+            if off > k_ratio_refuse:
+                problems.append(
+                    f"{what}; check [optics] in the instrument file (f_number, pixel_pitch_um, "
+                    "focal_length_mm) or re-record a complete sweep"
+                )
+            elif off > k_ratio_warn:
+                warnings.append(f"{what}; check [optics] in the instrument file")
+    if soft_limits_mm is not None:
+        lo, hi = soft_limits_mm
+        if not lo <= fit.z0_mm <= hi:
+            problems.append(
+                f"focus at {fit.z0_mm:.4f} mm lies outside the stage's soft limits "
+                f"[{lo:g}, {hi:g}] mm; autofocus could never reach it; check stage.min_mm/max_mm "
+                "or the sweep's positions"
+            )
+    return FitAssessment(uncertainty, boot, ratio, problems, warnings)

@@ -21,6 +21,7 @@ from numpy.typing import ArrayLike, NDArray
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from hdme_focus.calibration.fit import (
+    FitAssessment,
     VCurveFit,
     defocus_distance_mm,
     relate_to_thin_lens,
@@ -153,6 +154,8 @@ class RoiCalibration(_Strict):
     k_thin_lens_px_per_mm: float | None = None
     f_number_fit: float | None = None
     coarse: CoarseFit | None = None  # for blur beyond the estimator's range
+    z0_bootstrap_mm: float | None = None  # z0 spread over refits to resampled frames
+    warnings: list[str] = Field(default_factory=list)  # accepted, but said on the line
 
     @field_validator("z0_mm", "k_px_per_mm", "sigma0_px", "dof_mm")
     @classmethod
@@ -176,24 +179,36 @@ class RoiCalibration(_Strict):
         fit: VCurveFit,
         lens: ThinLens | None,
         coarse: CoarseFit | None = None,
+        assessment: FitAssessment | None = None,
     ) -> RoiCalibration:
         rel = relate_to_thin_lens(fit, lens) if lens is not None else None
 
         def finite(v: float | None) -> float | None:
             return v if v is not None and math.isfinite(v) else None
 
+        stderr = assessment.z0_uncertainty_mm if assessment is not None else fit.z0_stderr_mm
         return cls(
             name=name,
             roi=roi,
             **_curve_fields(fit),
             dof_mm=fit.dof_mm,
-            z0_stderr_mm=fit.z0_stderr_mm if math.isfinite(fit.z0_stderr_mm) else 1e9,
+            z0_stderr_mm=stderr if math.isfinite(stderr) else 1e9,
+            z0_bootstrap_mm=finite(assessment.z0_bootstrap_mm) if assessment else None,
+            warnings=list(assessment.warnings) if assessment else [],
             n_outliers=fit.n_outliers,
             object_distance_mm=finite(rel.object_distance_mm) if rel else None,
             k_thin_lens_px_per_mm=finite(rel.k_thin_lens_px_per_mm) if rel else None,
             f_number_fit=finite(rel.f_number_fit) if rel else None,
             coarse=coarse,
         )
+
+
+class RejectedRoi(_Strict):
+    """A region calibrate refused, kept so autofocus can say so instead of guessing."""
+
+    name: str
+    roi: Box | None = None
+    reason: str
 
 
 class Calibration(_Strict):
@@ -210,6 +225,7 @@ class Calibration(_Strict):
     frame_size_px: tuple[int, int] | None = None  # width, height
     optics: OpticsRecord
     rois: list[RoiCalibration] = Field(min_length=1)
+    rejected: list[RejectedRoi] = Field(default_factory=list)
 
     @field_validator("version")
     @classmethod
@@ -253,6 +269,18 @@ class Calibration(_Strict):
             if r.name == name:
                 return r
         raise KeyError(name)
+
+    def rejected_covering(self, roi: Box | None) -> RejectedRoi | None:
+        """The refused region that covers `roi` more than any accepted one, if any."""
+        if roi is None:
+            return None
+        region = Roi(*roi)
+        best_ok = max((region.covered_by(r.roi) for r in self.rois if r.roi is not None), default=0)
+        scored = [(region.covered_by(r.roi), r) for r in self.rejected if r.roi is not None]
+        if not scored:
+            return None
+        frac, worst = max(scored, key=lambda t: t[0])
+        return worst if frac > 0 and frac > best_ok else None
 
     def for_roi(self, roi: Box | None) -> tuple[RoiCalibration, float]:
         """The region calibration that best covers `roi`, and the covered fraction.
@@ -382,20 +410,24 @@ def build_calibration(
     estimator: str,
     frame_size_px: tuple[int, int] | None,
     coarse: dict[str, CoarseFit] | None = None,
+    assessments: dict[str, FitAssessment] | None = None,
+    rejected: Sequence[RejectedRoi] = (),
 ) -> Calibration:
     """Assemble checked fits into a Calibration (the caller checks quality first)."""
     if lens is None:
         raise ValueError("a calibration needs the optics it was made with")
     extra = coarse or {}
+    checks = assessments or {}
     return Calibration(
         sweep=sweep,
         estimator=estimator,
         frame_size_px=frame_size_px,
         optics=OpticsRecord.from_lens(lens),
         rois=[
-            RoiCalibration.from_fit(name, roi, fit, lens, extra.get(name))
+            RoiCalibration.from_fit(name, roi, fit, lens, extra.get(name), checks.get(name))
             for name, roi, fit in fits
         ],
+        rejected=list(rejected),
     )
 
 

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from enum import StrEnum
 from functools import wraps
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import typer
 from rich.console import Console
@@ -22,9 +22,11 @@ from hdme_focus.core.errors import (
     EXIT_USAGE,
     DeviceError,
     HdmeError,
+    InterruptedBySignal,
     RefusedError,
     UsageError,
 )
+from hdme_focus.core.signals import signals_as_exceptions
 from hdme_focus.estimation.devices import Device
 from hdme_focus.estimation.registry import ALIASES, DEFAULT_ESTIMATOR
 
@@ -115,24 +117,55 @@ def _exit_code(exc: HdmeError) -> int:
     return EXIT_USAGE if isinstance(exc, MotionRefused) else exc.exit_code
 
 
-def handle_errors(func: F) -> F:
-    """Turn every user-fixable exception into one line and its kind's exit code."""
+@overload
+def handle_errors(func: F, *, moves_stage: bool = False) -> F: ...
+@overload
+def handle_errors(func: None = None, *, moves_stage: bool = False) -> Callable[[F], F]: ...
 
-    @wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except (typer.Exit, typer.Abort):
-            raise
-        except HdmeError as exc:
-            raise fail(_words(exc), _exit_code(exc)) from None
-        except FileNotFoundError as exc:
-            raise fail(f"file not found: {exc.filename or exc}", EXIT_USAGE) from None
-        except KeyboardInterrupt:
-            err_console.print("[yellow]interrupted: stage stopped, records kept.[/]")
-            raise typer.Exit(EXIT_INTERRUPTED) from None
 
-    return wrapper  # type: ignore[return-value]
+def handle_errors(func: F | None = None, *, moves_stage: bool = False) -> F | Callable[[F], F]:
+    """Turn every user-fixable exception into one line and its kind's exit code.
+
+    SIGTERM and SIGHUP are raised as `InterruptedBySignal` while the command
+    runs, so they stop the stage and close the records exactly as Ctrl-C does,
+    then end with one line and exit 128 + N. Only `moves_stage` commands say
+    "stage stopped"; the others move nothing.
+    """
+
+    def decorate(f: F) -> F:
+        @wraps(f)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            try:
+                with signals_as_exceptions():
+                    return f(*args, **kwargs)
+            except (typer.Exit, typer.Abort):
+                raise
+            except InterruptedBySignal as exc:
+                raise _interrupted(exc.signal_name, exc.exit_code, moves_stage) from None
+            except HdmeError as exc:
+                raise fail(_words(exc), _exit_code(exc)) from None
+            except FileNotFoundError as exc:
+                raise fail(f"file not found: {exc.filename or exc}", EXIT_USAGE) from None
+            except PermissionError as exc:
+                where = exc.filename or exc
+                raise fail(f"permission denied: {where}; choose a path you can write") from None
+            except OSError as exc:  # a full disk, a vanished mount: the file and the reason
+                where = f"{exc.filename}: " if exc.filename else ""
+                raise fail(f"{where}{exc.strerror or exc}") from None
+            except KeyboardInterrupt:
+                raise _interrupted("Ctrl-C", EXIT_INTERRUPTED, moves_stage) from None
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate(func) if func is not None else decorate
+
+
+def _interrupted(what: str, code: int, moves_stage: bool) -> typer.Exit:
+    done = (
+        "stage stopped, records kept" if moves_stage else "finished outputs kept, none half-written"
+    )
+    err_console.print(f"[yellow]interrupted ({what}): {done}.[/]", highlight=False)
+    return typer.Exit(code)
 
 
 def load_estimator(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import typer
 
 from hdme_focus.cli.common import (
@@ -91,55 +90,48 @@ def estimate_cmd(
     ),
     device: Device = DeviceOption,
 ) -> None:
-    """Write <stem>.sigma.tiff (float32 sigma in px) and <stem>.sigma.png for each IMAGE."""
-    from hdme_focus.core.frame import ImageInputError
-    from hdme_focus.estimation.sources import read_image
+    """Write <stem>.sigma.tiff (float32 sigma in px) and <stem>.sigma.png for each IMAGE.
+
+    Inputs that share a name get their folder as a prefix (a/x.png -> a_x.sigma.*),
+    said on the line. Uniform or clipped frames are refused; clipped pixels are
+    NaN in the TIFF. Every file is written whole or not at all.
+    """
+    from hdme_focus.cli.output import progress_bar
+    from hdme_focus.instrument import estimate_files as ef
 
     if downscale < 1:
         raise UserError(f"--downscale must be >= 1, got {downscale}")
+    ef.check_out_dir(out)
     est = load_estimator(estimator, device, weights=weights)
-    out.mkdir(parents=True, exist_ok=True)
-    failed = 0
-    for path in images:
-        gray = read_image(path) if path.is_file() else None
-        if gray is None:
-            why = "not a readable image" if path.is_file() else "no such file"
-            err_console.print(f"[bold red]error:[/] {path}: {why}, skipped")
-            failed += 1
-            continue
-        try:
-            sigma = est.predict(gray, downscale=downscale)
-        except ImageInputError as exc:
-            err_console.print(f"[bold red]error:[/] {path}: {exc}, skipped")
-            failed += 1
-            continue
-        tiff, png = write_sigma_map(sigma, out, path.stem)
-        console.print(
-            f"{path.name}: median sigma {float(np.median(sigma)):.2f} px -> {tiff.name}, {png.name}"
+
+    def done(r: ef.EstimateOutput) -> None:
+        renamed = (
+            ""
+            if r.stem == r.source.stem
+            else f" (renamed: {r.source.stem}.sigma.* is another input's result)"
         )
+        masked = f", {r.masked_fraction:.0%} clipped (NaN)" if r.masked_fraction > 0 else ""
+        console.print(
+            f"{r.source}: median sigma {r.median_sigma_px:.2f} px{masked} -> {r.tiff.name}, "
+            f"{r.png.name}{renamed}",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+    def refused(path: Path, why: str) -> None:
+        err_console.print(f"[bold red]error:[/] {why}, skipped", highlight=False, soft_wrap=True)
+
+    try:
+        with progress_bar(err_console, "estimating images") as progress:
+            _, failed = ef.estimate_files(
+                images,
+                out,
+                lambda gray: est.predict(gray, downscale=downscale),
+                on_done=done,
+                on_error=refused,
+                progress=progress,
+            )
+    except PermissionError as exc:
+        raise UserError(f"cannot write {exc.filename or out}: permission denied") from None
     if failed:
         raise UserError(f"{failed} of {len(images)} image(s) could not be processed")
-
-
-def write_sigma_map(sigma_px: np.ndarray, out_dir: Path, stem: str) -> tuple[Path, Path]:
-    """float32 TIFF (sigma in px) + a colour-mapped PNG with a colour bar in px."""
-    import matplotlib
-    import tifffile
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    tiff = out_dir / f"{stem}.sigma.tiff"
-    png = out_dir / f"{stem}.sigma.png"
-    tifffile.imwrite(tiff, np.asarray(sigma_px, dtype=np.float32))
-    h, w = sigma_px.shape
-    fig, ax = plt.subplots(figsize=(6.0, 6.0 * h / w + 0.4))
-    im = ax.imshow(
-        sigma_px, cmap="viridis", vmin=0.0, vmax=max(1.0, float(np.percentile(sigma_px, 99.5)))
-    )
-    ax.set_axis_off()
-    ax.set_title(f"{stem}: defocus blur")
-    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="sigma (px)")
-    fig.savefig(png, dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    return tiff, png

@@ -2,8 +2,10 @@
 
 Exit codes: 0 done; 2 bad input (config, ROI, calibration, sweep files); 3 the
 device failed; 4 autofocus refused to move (the estimate was NaN, saturated or
-low-confidence, or focus lies outside the soft limits); the stage is left
-where it was in every non-zero case.
+low-confidence, focus lies outside the soft limits, or a search did not
+bracket focus), the stage left where it was (a search returns to its start);
+5 `autofocus --verify` moved, measured, and the region is NOT in focus;
+128 + N a signal (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP) stopped the stage.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
-from rich.table import Table
 
 from hdme_focus.cli.common import (
     ConfigOption,
@@ -32,6 +33,7 @@ from hdme_focus.cli.common import (
     load_estimator,
 )
 from hdme_focus.config import InstrumentConfig
+from hdme_focus.core.errors import EXIT_NOT_IN_FOCUS
 from hdme_focus.estimation.devices import Device
 
 if TYPE_CHECKING:
@@ -70,11 +72,16 @@ def calibrate_cmd(
 ) -> None:
     """Fit sigma(z) = sqrt((k (z - z0))^2 + sigma0^2) per ROI of a sweep; write JSON + plot.
 
-    Uses the sweep's <roi>_sigma_px columns when it was recorded with an
-    estimator, else estimates the frames now. Regions with too few points, no
-    minimum inside the range or a poor fit are left out with the reason; if
-    none is usable nothing is written.
+    Uses the sweep's <roi>_sigma_px columns when it was recorded with the same
+    estimator (or none is named), else estimates the frames now. Regions with too
+    few points, no minimum inside the range, a poor fit, a slope far from the
+    configured optics, an uncertain focus or focus outside the soft limits are
+    left out with the reason; if none is usable nothing is written. Without
+    --out each sweep's calibration is kept in <paths.output_dir>/calibrations/
+    and becomes the active one; the line says which calibration it replaced.
     """
+    from hdme_focus.calibration.store import save_calibration
+    from hdme_focus.cli.output import print_table, progress_bar
     from hdme_focus.instrument.calibrate import calibrate_sweep, plot_calibration
 
     cfg = get_config(config)
@@ -84,18 +91,25 @@ def calibrate_cmd(
     except UserError:
         if estimator is not None:
             raise
-    run = calibrate_sweep(sweep_dir, est)
-    target = out if out is not None else default_calibration_path(cfg)
-    path = run.calibration.save(target)
+    with progress_bar(err_console, "estimating frames") as progress:
+        run = calibrate_sweep(sweep_dir, est, progress=progress, prefer_recorded=estimator is None)
+    saved = save_calibration(
+        run.calibration,
+        active=default_calibration_path(cfg),
+        output_dir=Path(cfg.paths.output_dir),
+        out=out,
+    )
+    path = saved.path
     png = plot_calibration(run, path.with_suffix(".png"))
+    if saved.kept is not None:
+        plot_calibration(run, saved.kept.with_suffix(".png"))
 
-    table = Table(title=f"V-curve fits ({run.calibration.estimator})", title_justify="left")
-    for col in ("ROI", "z0 mm", "k px/mm", "k lens", "sigma0 px", "RMSE px", "R^2", "n", "u mm"):
-        table.add_column(col, justify="left" if col == "ROI" else "right")
-    for r in run.calibration.rois:
-        table.add_row(
+    headers = ["ROI", "z0 mm", "+/- mm", "k px/mm", "k lens", "sigma0 px", "RMSE px", "R^2"]
+    rows = [
+        [
             r.name,
             _fmt(r.z0_mm),
+            _fmt(r.z0_stderr_mm),
             _fmt(r.k_px_per_mm, ".2f"),
             _fmt(r.k_thin_lens_px_per_mm, ".2f"),
             _fmt(r.sigma0_px, ".2f"),
@@ -103,11 +117,33 @@ def calibrate_cmd(
             _fmt(r.r2, ".3f"),
             str(r.n_points),
             _fmt(r.object_distance_mm, ".0f"),
+        ]
+        for r in run.calibration.rois
+    ]
+    print_table(
+        console, f"V-curve fits ({run.calibration.estimator})", [*headers, "n", "u mm"], rows
+    )
+    if run.record.status != "complete":
+        err_console.print(
+            f"[yellow]warning:[/] the sweep is {run.record.status!r}, not complete "
+            f"({run.record.reason}); check each region's fit or record it again",
+            highlight=False,
+            soft_wrap=True,
         )
-    console.print(table)
+    for r in run.calibration.rois:
+        for why in r.warnings:
+            err_console.print(
+                f"[yellow]warning {r.name}:[/] {why}", highlight=False, soft_wrap=True
+            )
     for name, why in run.rejected.items():
         err_console.print(f"[yellow]left out {name}:[/] {why}", highlight=False, soft_wrap=True)
+    source = "the sweep's recorded sigma_px" if run.reused_sigmas else "estimated now"
+    console.print(f"blur:        {source}", highlight=False)
     console.print(f"calibration: {path}", highlight=False)
+    if saved.kept is not None:
+        console.print(f"kept as:     {saved.kept}", highlight=False)
+    if saved.replaced is not None:
+        console.print(f"replaces:    {saved.replaced}", highlight=False, soft_wrap=True)
     console.print(f"plot:        {png}", highlight=False)
 
 
@@ -131,7 +167,7 @@ def _calibration_and_estimator(
     return cal, est
 
 
-@handle_errors
+@handle_errors(moves_stage=True)
 def autofocus_cmd(
     roi: str = typer.Option(..., "--roi", help="Region X,Y,W,H in pixels."),
     method: Method = typer.Option(Method.hdme, "--method", help="Single-capture or a search."),
@@ -158,6 +194,12 @@ def autofocus_cmd(
         "--margin-px",
         help="hdme: estimate on the ROI plus this margin instead of the whole frame (faster).",
     ),
+    widen: bool = typer.Option(
+        False,
+        "--widen",
+        help="brent/sweep: if focus is not bracketed by --span, slide the window towards it "
+        "(within the soft limits).",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the full result as JSON."),
     calibration: Path | None = CalibrationOption,
     estimator: str | None = EstimatorOption,
@@ -165,6 +207,11 @@ def autofocus_cmd(
     config: Path | None = ConfigOption,
 ) -> None:
     """Focus one region: HDME from one capture and one move, or a classical search.
+
+    Exit codes: 0 focused; 2 bad input; 3 device failure; 4 refused (low
+    confidence, focus outside the soft limits, or a search whose best reading is
+    on the window's edge: "focus not bracketed"); 5 `--verify` measured the
+    result and it is NOT in focus.
 
     HDME reads the blur, converts it to |z - z0| with the calibration and picks
     the side by --direction. The last successful focus per ROI is kept in
@@ -184,6 +231,12 @@ def autofocus_cmd(
         raise UserError(f"--margin-px {margin}: must be >= 0")
     if span is not None and not (math.isfinite(span) and span > 0):
         raise UserError(f"--span {span}: must be a positive distance in mm")
+    if prior_uncertainty is not None and not (
+        math.isfinite(prior_uncertainty) and prior_uncertainty > 0
+    ):
+        raise UserError(
+            f"--prior-uncertainty {prior_uncertainty}: must be a positive distance in mm"
+        )
     region = parse_roi(roi)
     if cfg.camera.driver != "replay":
         region.check_inside(cfg.camera.width_px, cfg.camera.height_px)
@@ -208,7 +261,7 @@ def autofocus_cmd(
             else:
                 here = inst.stage.position_mm()
                 rng = None if span is None else (here - span / 2, here + span / 2)
-                search = SearchOptions(range_mm=rng)
+                search = SearchOptions(range_mm=rng, widen=widen)
                 fn = autofocus_brent if method is Method.brent else autofocus_sweep
                 result = fn(inst, region, search)
                 if verify:
@@ -223,6 +276,8 @@ def autofocus_cmd(
         console.print_json(json.dumps(result.to_json()))
     else:
         console.print(result.summary_line(), highlight=False, soft_wrap=True)
+    if result.in_focus is False:
+        raise typer.Exit(EXIT_NOT_IN_FOCUS)
 
 
 # --------------------------------------------------------------------------- depth
@@ -279,7 +334,7 @@ def depth_cmd(
 # --------------------------------------------------------------------------- demo
 
 
-@handle_errors
+@handle_errors(moves_stage=True)
 def demo_cmd(
     out: Path = typer.Option(Path("hdme-demo"), "--out", "-o", help="Output directory."),
     estimator: str | None = EstimatorOption,

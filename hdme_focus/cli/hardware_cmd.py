@@ -50,7 +50,7 @@ def status(config: Path | None = ConfigOption) -> None:
 
 
 @stage_app.command("home")
-@handle_errors
+@handle_errors(moves_stage=True)
 def home(config: Path | None = ConfigOption) -> None:
     """Run the controller's homing cycle (stopped on Ctrl-C, a signal or any error)."""
     cfg = get_config(config)
@@ -60,7 +60,7 @@ def home(config: Path | None = ConfigOption) -> None:
 
 
 @stage_app.command("move", context_settings={"ignore_unknown_options": True})
-@handle_errors
+@handle_errors(moves_stage=True)
 def move(
     target_mm: float = typer.Argument(
         ..., metavar="MM", help="Absolute target, mm (negative is fine: `stage move -1.5`)."

@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from hdme_focus.cli.common import (
     ConfigOption,
@@ -64,19 +63,18 @@ def _estimator(name: str, device: Device, config: InstrumentConfig) -> DefocusEs
     return load_estimator(None if name == "default" else name, device, config=config)
 
 
-def _summary(record: SweepRecord) -> Table:
+def _summary(record: SweepRecord) -> None:
+    """Best focus per ROI: a table on a terminal, CSV when piped (no column cut)."""
+    from hdme_focus.cli.output import print_table
     from hdme_focus.instrument.sweep import SIGMA_QUANTITY
 
-    table = Table(title="best focus per ROI (stage position, mm)", title_justify="left")
-    table.add_column("ROI")
-    table.add_column("x,y,w,h")
     measures = [m for m in DEFAULT_MEASURES if any(m in record.quantities(r) for r in record.rois)]
-    for m in measures:
-        table.add_column(m, justify="right")
+    headers = ["ROI", "x,y,w,h", *measures]
     with_sigma = any(SIGMA_QUANTITY in record.quantities(r) for r in record.rois)
     if with_sigma:
-        table.add_column("min sigma_px", justify="right")
+        headers.append("min sigma_px")
     x = record.positions_mm
+    rows: list[list[str]] = []
     for name, roi in record.rois.items():
         cells = [name, roi.spec]
         for m in measures:
@@ -86,11 +84,11 @@ def _summary(record: SweepRecord) -> Table:
             sig = record.roi_values(name, SIGMA_QUANTITY)
             i = best_index(-sig)
             cells.append(f"{sig[i]:.2f} @ {x[i]:.3f}" if i >= 0 else "-")
-        table.add_row(*cells)
-    return table
+        rows.append(cells)
+    print_table(console, "best focus per ROI (stage position, mm)", headers, rows)
 
 
-@handle_errors
+@handle_errors(moves_stage=True)
 def sweep(
     step: float = typer.Option(0.02, "--step", help="Distance between frames, mm."),
     start: float | None = typer.Option(None, "--start", help="First position, mm."),
@@ -141,6 +139,11 @@ def sweep(
             positions = plan_positions(lo, hi, step)
         except ValueError as exc:
             raise UserError(f"--step {step}: {exc}") from None
+        if len(positions) < 2:
+            raise UserError(
+                f"--step {step} mm: larger than the range {lo:.4f}..{hi:.4f} mm, a single "
+                "frame is no sweep; use a smaller --step or a wider range"
+            )
         rois = _rois(roi, default_rois(inst))
         check_sweep(inst, positions, rois, out, overwrite)
         with Progress(
@@ -151,6 +154,7 @@ def sweep(
             TimeElapsedColumn(),
             console=err_console,
             transient=False,
+            disable=not err_console.is_terminal,
         ) as bar:
             task = bar.add_task("sweep", total=len(positions), pos="")
 
@@ -175,7 +179,7 @@ def sweep(
                 raise
 
     record = load_sweep(out)
-    console.print(_summary(record))
+    _summary(record)
     png = plot_sweep(record) if plot else None
     console.print(f"frames:   {out / FRAMES_DIR} ({len(record)} TIFF)", highlight=False)
     console.print(f"table:    {out / TABLE}", highlight=False)

@@ -230,12 +230,23 @@ def autofocus_hdme(
         raise ValueError(f"strategy {opts.strategy!r}: choose one of {', '.join(STRATEGIES)}")
     if opts.max_tries < 1:
         raise ValueError(f"max_tries {opts.max_tries}: must be at least 1")
+    u = opts.prior_uncertainty_mm
+    if u is not None and not (math.isfinite(u) and u > 0):
+        raise ValueError(f"prior uncertainty {u} mm: must be a positive distance")
     safe = instrument.stage
     result = AutofocusResult(
         method="hdme", roi=roi.spec, start_mm=safe.position_mm(), strategy=opts.strategy
     )
     run = Session(instrument, result)
     roi_cal, _ = calibration.for_roi(roi.as_tuple())
+    result.calibration_region = roi_cal.name
+    refused_region = calibration.rejected_covering(roi.as_tuple())
+    if refused_region is not None:
+        # said on the line and in the JSON: the V-curve used is not this region's own
+        result.calibration_note = (
+            f"calibrate refused region {refused_region.name!r} ({refused_region.reason}); "
+            f"focusing with the {roi_cal.name!r} calibration instead, recalibrate for this region"
+        )
     k = roi_cal.k_px_per_mm
     dof = 1.0 / k
     result.dof_mm = dof

@@ -17,13 +17,22 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from hdme_focus.calibration.fit import CalibrationError, VCurveFit, fit_problems, fit_vcurve
+from hdme_focus.calibration.fit import (
+    CalibrationError,
+    FitAssessment,
+    VCurveFit,
+    assess_fit,
+    fit_problems,
+    fit_vcurve,
+)
 from hdme_focus.calibration.model import (
     Calibration,
     CoarseFit,
+    RejectedRoi,
     SweepSource,
     build_calibration,
 )
+from hdme_focus.core.atomic import write_figure_atomic
 from hdme_focus.core.frame import Frame, to_gray_float
 from hdme_focus.estimation.base import DefocusEstimator, roi_sigma
 from hdme_focus.records import SweepRecord, load_sweep, roi_column
@@ -44,18 +53,26 @@ class CalibrationRun:
     rejected: dict[str, str] = field(default_factory=dict)
     coarse: dict[str, VCurveFit] = field(default_factory=dict)
     coarse_sigmas: dict[str, NDArray[np.float64]] = field(default_factory=dict)
+    assessments: dict[str, FitAssessment] = field(default_factory=dict)
+    reused_sigmas: bool = False  # the sweep's recorded sigma_px columns were used
 
 
 def sweep_sigmas(
     record: SweepRecord,
     estimator: DefocusEstimator | None,
     progress: Callable[[int, int], None] | None = None,
+    prefer_recorded: bool = False,
 ) -> tuple[dict[str, NDArray[np.float64]], str]:
-    """Per-ROI blur along the sweep and the estimator that produced it."""
-    rois = record.rois
-    if all(record.has(roi_column(n, SIGMA)) for n in rois):
-        name = str(record.manifest.get("metadata", {}).get("estimator", "unknown"))
-        return {n: record.roi_values(n, SIGMA) for n in rois}, name
+    """Per-ROI blur along the sweep and the estimator that produced it.
+
+    The recorded `<roi>_sigma_px` columns are used when no estimator is given or
+    when they came from the same estimator (re-estimating costs a minute on a
+    long sweep); another estimator's blur is on another scale, so then it
+    estimates again, unless `prefer_recorded` (the user named no estimator).
+    """
+    if reuses_recorded(record, estimator, prefer_recorded):
+        name = recorded_estimator(record)
+        return {n: record.roi_values(n, SIGMA) for n in record.rois}, name
     if estimator is None:
         raise CalibrationError(
             f"{record.directory}: the sweep has no {SIGMA} columns; record the "
@@ -63,6 +80,21 @@ def sweep_sigmas(
         )
     out = _roi_sigmas(record, lambda f: estimator.predict(f.image, f.bit_depth), progress)
     return out, str(getattr(estimator, "name", type(estimator).__name__))
+
+
+def recorded_estimator(record: SweepRecord) -> str:
+    """The estimator whose blur the sweep's sigma_px columns hold."""
+    return str(record.manifest.get("metadata", {}).get("estimator", "unknown"))
+
+
+def reuses_recorded(
+    record: SweepRecord, estimator: DefocusEstimator | None, prefer_recorded: bool = False
+) -> bool:
+    """Whether the sweep's own blur columns are used instead of estimating the frames."""
+    if not all(record.has(roi_column(n, SIGMA)) for n in record.rois):
+        return False
+    same = getattr(estimator, "name", None) == recorded_estimator(record)
+    return estimator is None or prefer_recorded or same
 
 
 def _roi_sigmas(
@@ -85,11 +117,14 @@ def _roi_sigmas(
 
 
 def coarse_sigmas(
-    record: SweepRecord, estimator: DefocusEstimator, downscale: float = COARSE_DOWNSCALE
+    record: SweepRecord,
+    estimator: DefocusEstimator,
+    downscale: float = COARSE_DOWNSCALE,
+    progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, NDArray[np.float64]]:
     """Per-ROI blur estimated on downscaled frames (every estimator takes `downscale`)."""
     return _roi_sigmas(
-        record, lambda f: estimator.predict(f.image, f.bit_depth, downscale=downscale)
+        record, lambda f: estimator.predict(f.image, f.bit_depth, downscale=downscale), progress
     )
 
 
@@ -124,19 +159,29 @@ def calibrate_sweep(
     sweep_dir: Path | str,
     estimator: DefocusEstimator | None = None,
     progress: Callable[[int, int], None] | None = None,
+    prefer_recorded: bool = False,
     **limits: float,
 ) -> CalibrationRun:
-    """Fit every ROI of a sweep; CalibrationError when no region gives a usable fit."""
+    """Fit every ROI of a sweep; CalibrationError when no region gives a usable fit.
+
+    Each fit is also checked against the configured optics (thin-lens slope), its
+    own residuals (bootstrap over frames for the z0 uncertainty) and the stage's
+    soft limits (`assess_fit`); a region failing those is refused like a poor fit.
+    """
     record = load_sweep(sweep_dir)
-    sigmas, est_name = sweep_sigmas(record, estimator, progress)
+    reused = reuses_recorded(record, estimator, prefer_recorded)
+    sigmas, est_name = sweep_sigmas(record, estimator, progress, prefer_recorded)
     # the estimator's range limits the blur it can report: drop readings at its ceiling
     same = estimator is not None and getattr(estimator, "name", None) == est_name
     sigma_max = getattr(estimator, "sigma_max_px", None) if same else None
     max_sigma = SATURATION_FRACTION * float(sigma_max) if sigma_max else None
-    lens = record.config().optics.lens()
+    config = record.config()
+    lens = config.optics.lens()
+    soft_limits = (config.stage.min_mm, config.stage.max_mm)
     positions = record.positions_mm
     fits: dict[str, VCurveFit] = {}
     rejected: dict[str, str] = {}
+    assessments: dict[str, FitAssessment] = {}
     for name, values in sigmas.items():
         try:
             fit = fit_vcurve(positions, values, max_sigma_px=max_sigma)
@@ -145,6 +190,11 @@ def calibrate_sweep(
             continue
         fits[name] = fit
         problems = fit_problems(fit, **limits)  # type: ignore[arg-type]
+        if not problems:
+            assessments[name] = assess_fit(
+                fit, positions, values, lens, soft_limits, max_sigma_px=max_sigma
+            )
+            problems = assessments[name].problems
         if problems:
             rejected[name] = "; ".join(problems)
     good = [(n, record.rois[n].as_tuple(), f) for n, f in fits.items() if n not in rejected]
@@ -160,8 +210,13 @@ def calibrate_sweep(
     )
     coarse: dict[str, VCurveFit] = {}
     wanted: dict[str, NDArray[np.float64]] = {}
-    if same and sigma_max and estimator is not None:
-        by_scale = coarse_sigmas(record, estimator)
+    saturated = max_sigma is not None and any(
+        bool(np.any(v[np.isfinite(v)] >= max_sigma)) for v in sigmas.values()
+    )
+    if same and sigma_max and estimator is not None and saturated:
+        # the coarse pass re-estimates every frame; it only adds range where the fine one
+        # reached the estimator's ceiling
+        by_scale = coarse_sigmas(record, estimator, progress=progress)
         good_names = {n for n, _, _ in good}
         wanted = {n: v for n, v in by_scale.items() if n in good_names}
         coarse = _fit_coarse(positions, wanted, float(sigma_max), COARSE_DOWNSCALE)
@@ -172,8 +227,17 @@ def calibrate_sweep(
         estimator=est_name,
         frame_size_px=_frame_size(record),
         coarse={n: CoarseFit.from_fit(f, COARSE_DOWNSCALE) for n, f in coarse.items()},
+        assessments=assessments,
+        rejected=[
+            RejectedRoi(
+                name=n, roi=record.rois[n].as_tuple() if n in record.rois else None, reason=r
+            )
+            for n, r in rejected.items()
+        ],
     )
-    return CalibrationRun(calibration, record, sigmas, fits, rejected, coarse, wanted)
+    return CalibrationRun(
+        calibration, record, sigmas, fits, rejected, coarse, wanted, assessments, reused
+    )
 
 
 def plot_calibration(run: CalibrationRun, path: Path | str) -> Path:
@@ -225,6 +289,4 @@ def plot_calibration(run: CalibrationRun, path: Path | str) -> Path:
     ax.legend(fontsize=7, loc="upper center")
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    return path
+    return write_figure_atomic(path, fig)

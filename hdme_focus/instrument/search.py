@@ -20,7 +20,7 @@ from hdme_focus.core.frame import to_gray_float
 from hdme_focus.core.roi import Roi
 from hdme_focus.focus_measures import focus_measures
 from hdme_focus.instrument.devices import Instrument
-from hdme_focus.instrument.session import AutofocusResult, Session
+from hdme_focus.instrument.session import AutofocusRefused, AutofocusResult, Session
 
 Score = Callable[[float], float]
 Seen = dict[float, float]
@@ -36,6 +36,7 @@ class SearchOptions:
     max_evaluations: int = 40
     coarse_points: int = 9
     fine_points: int = 7
+    widen: bool = False  # focus beyond the window's edge: slide the window, within soft limits
 
 
 def search_range(instrument: Instrument, opts: SearchOptions) -> tuple[float, float]:
@@ -71,16 +72,55 @@ def _scorer(run: Session, roi: Roi, measure_name: str) -> tuple[Score, Seen]:
     return score, seen
 
 
+EDGE_MARGIN_LOG = 0.05  # an edge reading within 5 % of the best: the peak is not inside
+
+
+def _edge_peak(score: Score, seen: Seen, lo: float, hi: float) -> float | None:
+    """The window edge the focus lies towards when it is not bracketed, else None.
+
+    Bracketed means the measure at both edges is clearly below the best reading
+    inside (a search landing inside on noise proves nothing: on a rising slope
+    Brent settles wherever the noise makes a bump). Both edges are read (from
+    the memo when already evaluated).
+    """
+    e_lo, e_hi = score(lo), score(hi)
+    best = max(v for p, v in seen.items() if lo - 1e-9 <= p <= hi + 1e-9)
+    if max(e_lo, e_hi) < best - EDGE_MARGIN_LOG:
+        return None
+    return lo if e_lo >= e_hi else hi
+
+
 def _search(
     method: str, instrument: Instrument, roi: Roi, opts: SearchOptions, find: Finder
 ) -> AutofocusResult:
-    """What every search shares: the record, the range, the scorer and the one final move."""
+    """What every search shares: the record, the range, the scorer, the bracketing check
+    and the one final move.
+
+    A best reading on the window's edge is never reported as the focus: with
+    `opts.widen` the window slides past that edge (within the soft limits) until
+    the peak is inside; otherwise, or at a soft limit, the stage goes back to the
+    start and AutofocusRefused says "focus not bracketed".
+    """
     safe = instrument.stage
     result = AutofocusResult(method=method, roi=roi.spec, start_mm=safe.position_mm())
     run = Session(instrument, result)
-    lo, hi = search_range(instrument, opts)
+    window = search_range(instrument, opts)
     score, seen = _scorer(run, roi, opts.measure)
-    target = find(score, seen, lo, hi)
+    target = find(score, seen, *window)
+    edge = _edge_peak(score, seen, *window)
+    full = (safe.min_mm, safe.max_mm)
+    while edge is not None and opts.widen and edge not in full:
+        # slide past the edge the measure rises towards (10 % overlap): a local move,
+        # not a search of the whole range for any peak
+        span = window[1] - window[0]
+        if edge == window[1]:
+            window = (window[1] - 0.1 * span, min(window[1] + 0.9 * span, safe.max_mm))
+        else:
+            window = (max(window[0] - 0.9 * span, safe.min_mm), window[0] + 0.1 * span)
+        target = find(score, seen, *window)
+        edge = _edge_peak(score, seen, *window)
+    if edge is not None:
+        _refuse_unbracketed(run, result, edge, window, at_limit=edge in full)
     result.target_mm = target
     run.move(target)
     result.final_mm = safe.position_mm()
@@ -88,10 +128,29 @@ def _search(
     return result
 
 
+def _refuse_unbracketed(
+    run: Session, result: AutofocusResult, edge: float, window: tuple[float, float], at_limit: bool
+) -> None:
+    result.target_mm = math.nan
+    run.move(result.start_mm)
+    result.final_mm = run.inst.stage.position_mm()
+    fix = (
+        "focus may lie beyond the soft limits; check stage.min_mm/max_mm and the ROI"
+        if at_limit
+        else "widen --span, or pass --widen to follow the focus measure within the soft limits"
+    )
+    result.refused = (
+        f"focus not bracketed: the focus measure is highest at the {edge:.4f} mm edge of the "
+        f"searched window [{window[0]:.4f}, {window[1]:.4f}] mm; {fix}"
+    )
+    raise AutofocusRefused(result.refused + "; stage returned to the start", result)
+
+
 def autofocus_brent(
     instrument: Instrument, roi: Roi, options: SearchOptions | None = None
 ) -> AutofocusResult:
-    """Bounded Brent search for the focus-measure peak, then one move to it."""
+    """Bounded Brent search for the focus-measure peak, then one move to it (refused when
+    the peak is not bracketed by the window)."""
     opts = options or SearchOptions()
 
     def find(score: Score, seen: Seen, lo: float, hi: float) -> float:
@@ -102,8 +161,9 @@ def autofocus_brent(
             method="bounded",
             options={"xatol": xatol, "maxiter": opts.max_evaluations},
         )
-        best = max(seen, key=lambda p: seen[p])
-        return float(res.x) if -float(res.fun) >= seen[best] else best
+        inside = {p: v for p, v in seen.items() if lo - 1e-9 <= p <= hi + 1e-9}
+        best = max(inside, key=lambda p: inside[p])
+        return float(res.x) if -float(res.fun) >= inside[best] else best
 
     return _search("brent", instrument, roi, opts, find)
 
@@ -125,7 +185,8 @@ def parabolic_peak(x: NDArray[np.float64], y: NDArray[np.float64]) -> float:
 def autofocus_sweep(
     instrument: Instrument, roi: Roi, options: SearchOptions | None = None
 ) -> AutofocusResult:
-    """Coarse scan over the range, fine scan around the best, parabolic peak, one move."""
+    """Coarse scan over the range, fine scan around the best, parabolic peak, one move
+    (refused when the peak is not bracketed by the window)."""
     opts = options or SearchOptions()
     safe = instrument.stage
 
@@ -137,6 +198,8 @@ def autofocus_sweep(
             score(float(z))
         step = float(abs(coarse[1] - coarse[0]))
         peak = max((float(z) for z in coarse), key=lambda p: seen[round(p, 9)])
+        if peak in (lo, hi):
+            return peak  # on the edge: not bracketed, no fine scan
         fine = np.linspace(max(lo, peak - step), min(hi, peak + step), max(3, opts.fine_points))
         if abs(safe.position_mm() - fine[-1]) < abs(safe.position_mm() - fine[0]):
             fine = fine[::-1]

@@ -56,6 +56,8 @@ class AutofocusResult:
     refused: str | None = None
     beyond_range: bool = False  # a reading above the calibrated blur range (extrapolated)
     prior: dict[str, Any] | None = None
+    calibration_region: str | None = None  # the calibrated region whose V-curve was used
+    calibration_note: str | None = None  # e.g. calibrate refused this region
     measurements: list[dict[str, float]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
@@ -75,7 +77,8 @@ class AutofocusResult:
         if self.strategy:
             head += f"/{self.strategy}"
         if self.refused:
-            return f"{head} ROI {self.roi}: refused at {self.start_mm:.4f} mm: {self.refused}"
+            note = f" (note: {self.calibration_note})" if self.calibration_note else ""
+            return f"{head} ROI {self.roi}: refused at {self.start_mm:.4f} mm: {self.refused}{note}"
         parts = [
             f"{head} ROI {self.roi}: {self.start_mm:.4f} -> {self.final_mm:.4f} mm",
             f"{self.captures} capture{'s' * (self.captures != 1)}",
@@ -92,6 +95,8 @@ class AutofocusResult:
         parts.append(
             f"device {self.device_time_s * 1e3:.0f} ms, compute {self.compute_time_s * 1e3:.0f} ms"
         )
+        if self.calibration_note:
+            parts.append(f"note: {self.calibration_note}")
         return ", ".join(parts)
 
 

@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from hdme_focus.core.errors import DeviceError, InterruptedBySignal
 from hdme_focus.core.frame import Frame, to_gray_float
 from hdme_focus.core.roi import Roi
 from hdme_focus.drivers.base import MotionRefused
@@ -160,6 +161,12 @@ def run_sweep(
                 else:
                     safe.move_to(target)
                 frame = instrument.capture()
+                if not math.isfinite(frame.position_mm):
+                    raise DeviceError(
+                        f"the stage reported position {frame.position_mm} after the move to "
+                        f"{target:.4f} mm; a frame without a position cannot be recorded; check "
+                        "the stage connection (`hdme-focus stage status`)"
+                    )
                 time_s = clock.monotonic() - t0
                 values = _measure(frame, rois, measures, estimator)
                 if extra is not None:
@@ -171,6 +178,8 @@ def run_sweep(
         done = writer.rows_written
         if isinstance(exc, KeyboardInterrupt):
             reason = f"interrupted (Ctrl-C) after {done} of {total} frames"
+        elif isinstance(exc, InterruptedBySignal):
+            reason = f"interrupted ({exc.signal_name}) after {done} of {total} frames"
         else:
             kind = "refused" if isinstance(exc, MotionRefused) else "failed"
             reason = f"{kind} after {done} of {total} frames: {type(exc).__name__}: {exc}"

@@ -52,7 +52,11 @@ def _raising(exc: BaseException) -> typer.Typer:
             "or pass --overwrite",
         ),
         (FileNotFoundError(2, "No such file", "cal.json"), 2, "error: file not found: cal.json"),
-        (KeyboardInterrupt(), 130, "interrupted: stage stopped, records kept."),
+        (
+            KeyboardInterrupt(),
+            130,
+            "interrupted (Ctrl-C): finished outputs kept, none half-written.",
+        ),
     ],
 )
 def test_errors_become_one_line_and_the_exit_code_of_their_kind(
@@ -85,7 +89,7 @@ def test_paths_weights_replaces_the_default_only(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("name", "weights", "message"),
     [
-        ("sobel", None, r"--estimator sobel: unknown baseline 'sobel'"),
+        ("sobel", None, r"--estimator sobel: unknown estimator 'sobel'"),
         ("reblur", Path("w.safetensors"), r"--weights applies to hdme-net only"),
         (None, Path("missing.safetensors"), r"--estimator missing\.safetensors: "),
     ],
