@@ -81,7 +81,10 @@ def test_unhomed_axis_is_refused_until_homed(dialect: str) -> None:
         assert "G1" not in emu.received_text()
         stage.home()
         assert stage.is_homed() and emu.axis.homed
-        assert SafeStage(stage, 0.0, 3.0, 1.0).move_to(0.5) == pytest.approx(0.5, abs=1e-3)
+        # GRBL ends homing pulled off the switch: machine position -$27 (1 mm)
+        homed_mm = -1.0 if dialect == "grbl" else 0.0
+        assert stage.position_mm() == pytest.approx(homed_mm, abs=1e-3)
+        assert SafeStage(stage, -2.0, 3.0, 1.0).move_to(0.0) == pytest.approx(0.0, abs=1e-3)
         stage.close()
 
 
@@ -174,7 +177,7 @@ def test_injected_fault_raises_its_error_and_leaves_no_motion(
 
 def test_error_reply_names_the_code_meaning(emu: GcodeEmulator) -> None:
     stage = connect(emu)
-    emu.faults.error_on = "G1" if emu.dialect == "marlin" else "G90 G1"
+    emu.faults.error_on = "G1" if emu.dialect == "marlin" else "G21 G90 G1"
     emu.faults.error_reply = 22 if emu.dialect == "grbl" else "checksum mismatch, Last Line: 0"
     with pytest.raises(StageFault) as info:
         SafeStage(stage, 0.0, 3.0, 1.0).move_to(1.5)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -104,22 +104,64 @@ def test_wait_times_out_and_stops_the_axis(emu: ZaberEmulator) -> None:
     stage.close()
 
 
-def test_interrupted_move_is_an_error(emu: ZaberEmulator) -> None:
-    emu.axis.speed_mm_s = 2.0
-    stage = connect(emu)
-    stage.move_to(1.8)
+class ManualClock:
+    """Time that passes only when the driver sleeps; `at` runs a callback at a set time."""
 
-    def knob() -> None:  # someone turns the knob: the move ends early with NI
-        with emu.lock:
-            emu.axis.stop()
-            emu.flags.add("NI")
+    def __init__(self) -> None:
+        self.now_s = 0.0
+        self.events: list[tuple[float, Callable[[], None]]] = []
 
-    timer = threading.Timer(0.05, knob)
-    timer.daemon = True
-    timer.start()
-    with pytest.raises(StageFault, match="interrupted"):
-        stage.wait(2.0)
-    stage.close()
+    def monotonic(self) -> float:
+        return self.now_s
+
+    def sleep(self, seconds: float) -> None:
+        self.now_s += max(seconds, 0.0)
+        due = [e for e in self.events if e[0] <= self.now_s]
+        self.events = [e for e in self.events if e[0] > self.now_s]
+        for _, event in due:
+            event()
+
+    def at(self, time_s: float, event: Callable[[], None]) -> None:
+        self.events.append((time_s, event))
+
+
+def test_interrupted_move_is_an_error() -> None:
+    """The knob turns 50 ms into a 400 ms move, in the clock the axis and driver share.
+
+    Time is the test's, not the machine's: under any load the move cannot
+    finish before the interruption (the flaky version raced a thread timer).
+    """
+    clock = ManualClock()
+    axis = EmulatedAxis(position_mm=1.0, speed_mm_s=2.0, homed=True, clock=clock.monotonic)
+    with ZaberEmulator(axis, steps_per_mm=STEPS_PER_MM) as emu:
+        link = SerialLink(emu.port, timeout_s=REPLY_S, name="Zaber")
+        stage = ZaberStage(link, steps_per_mm=STEPS_PER_MM, clock=clock)
+        stage.move_to(1.8)
+
+        def knob() -> None:  # someone turns the knob: the move ends early with NI
+            with emu.lock:
+                emu.axis.stop()
+                emu.flags.add("NI")
+
+        clock.at(0.05, knob)
+        with pytest.raises(StageFault, match="interrupted"):
+            stage.wait(2.0)
+        assert 1.0 < emu.axis.position_mm < 1.8
+        assert clock.monotonic() < 0.4  # it ended at the knob, not at the target
+        stage.close()
+
+
+def test_a_move_that_outlasts_its_timeout_is_stopped_in_injected_time() -> None:
+    clock = ManualClock()
+    axis = EmulatedAxis(position_mm=1.0, speed_mm_s=1.0, homed=True, clock=clock.monotonic)
+    with ZaberEmulator(axis, steps_per_mm=STEPS_PER_MM) as emu:
+        link = SerialLink(emu.port, timeout_s=REPLY_S, name="Zaber")
+        stage = ZaberStage(link, steps_per_mm=STEPS_PER_MM, clock=clock)
+        stage.move_to(2.0)  # needs 1 s of the test's time
+        with pytest.raises(StageTimeout, match=r"stage\.move_timeout_s"):
+            stage.wait(0.5)
+        assert not emu.moving and emu.axis.position_mm == pytest.approx(1.5, abs=0.05)
+        stage.close()
 
 
 FAULTS = [
