@@ -207,6 +207,7 @@ class GcodeStage:
         self.clock: Clock = clock or RealClock()
         self._target_mm: float | None = None
         self._wco = [0.0] * len(GRBL_AXES)
+        self._pins_before = ""  # Pn: when the last move started
         self._wco_known = True  # False after a reset: learned again before the next status
         self.reset_confirmed: bool | None = None  # the last stop's reset, None before any
         self._homed = False
@@ -458,7 +459,9 @@ class GrblStage(GcodeStage):
         return self.status().state.startswith(_MOVING_STATES)
 
     def move_to(self, target_mm: float) -> None:
-        state = self.status().state
+        report = self.status()
+        state = report.state
+        self._pins_before = report.pins  # floating inputs read "pressed" all the time
         if state == "Alarm":
             if not self.allow_unhomed:
                 raise NotHomedError(
@@ -508,6 +511,13 @@ class GrblStage(GcodeStage):
         """`G4 P0` answers once the planner is empty; `?` is polled to catch silence."""
         self._await_ok("G4 P0", timeout_s, "move", "stage.move_timeout_s")
         self._target_mm = None
+        pins = self.status().pins
+        if self.axis in pins and self.axis not in self._pins_before:
+            raise StageFault(
+                f"GRBL reports the {self.axis} limit switch pressed after the move (Pn:{pins}); "
+                "with hard limits off ($21=0) GRBL does not stop for it and its position is "
+                "unreliable: move off the switch, check stage.min_mm/max_mm, then home again"
+            )
 
     def home(self, timeout_s: float | None = None) -> None:
         """`$H`: GRBL answers `ok` when the homing cycle has finished (ALARM:6/8/9 if it fails)."""

@@ -246,7 +246,12 @@ class GcodeEmulator(PtyEmulator):
         self.send(f"ALARM:{code}\r\n".encode() + GRBL_CRITICAL)
 
     def on_alarm(self) -> None:
-        if self.dialect == "grbl":
+        if self.dialect == "grbl" and self.axis.homing:
+            self.axis.stop()  # homing fail: the switch was not found; $H gets no ok
+            self._waiting = None
+            self.alarm = True
+            self.send(b"ALARM:9\r\n")
+        elif self.dialect == "grbl":
             self.axis.homed = False
             self._critical_alarm(1)  # hard limit: position is likely lost
         else:
