@@ -270,13 +270,8 @@ def open_apt_stage(cfg: AptStageConfig) -> AptStage:
         )
     # device_address 1 (the default) means the USB unit itself; bay addresses are 0x21, 0x22...
     dest = apt.USB_UNIT if cfg.device_address in (0, 1) else cfg.device_address
-    link = SerialLink(
-        cfg.serial.port,
-        cfg.serial.baudrate,
-        cfg.serial.timeout_s,
-        rtscts=True,  # the APT protocol requires RTS/CTS handshaking
-        name="APT controller",
-    )
+    # the APT protocol requires RTS/CTS handshaking
+    link = SerialLink.from_config(cfg.serial, name="APT controller", rtscts=True)
     return AptStage(
         link,
         counts_per_mm=cfg.steps_per_mm or Z8_COUNTS_PER_MM,

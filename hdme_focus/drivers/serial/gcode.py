@@ -689,13 +689,7 @@ class MarlinStage(GcodeStage):
 def open_gcode_stage(cfg: GcodeStageConfig) -> GcodeStage:
     """Open the port named in the config and handshake with GRBL or Marlin."""
     name = "GRBL controller" if cfg.dialect == "grbl" else "Marlin controller"
-    link = SerialLink(
-        cfg.serial.port,
-        cfg.serial.baudrate,
-        cfg.serial.timeout_s,
-        cfg.serial.rtscts,
-        name=name,
-    )
+    link = SerialLink.from_config(cfg.serial, name=name)
     cls: type[GcodeStage] = GrblStage if cfg.dialect == "grbl" else MarlinStage
     return cls(
         link,

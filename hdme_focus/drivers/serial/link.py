@@ -18,7 +18,7 @@ from typing import Any
 
 import serial
 
-from hdme_focus.config import ConfigError
+from hdme_focus.config import ConfigError, SerialConfig
 from hdme_focus.drivers.base import CommunicationError, PortBusyError
 
 log = logging.getLogger(__name__)
@@ -74,6 +74,17 @@ class SerialLink:
             )
         except serial.SerialException as exc:
             raise _open_error(port, name, exc) from None
+
+    @classmethod
+    def from_config(cls, cfg: SerialConfig, *, name: str, rtscts: bool | None = None) -> SerialLink:
+        """The link `[stage.serial]` describes; `rtscts` overrides it where a protocol demands."""
+        return cls(
+            cfg.port,
+            cfg.baudrate,
+            cfg.timeout_s,
+            cfg.rtscts if rtscts is None else rtscts,
+            name=name,
+        )
 
     # ----------------------------------------------------------------- writing
     def write(self, data: bytes) -> None:

@@ -284,9 +284,7 @@ def open_zaber_stage(cfg: ZaberStageConfig) -> ZaberStage:
         raise ConfigError(
             f'stage.axis = {cfg.axis!r}: a Zaber axis is a number; use "1" for a single-axis device'
         )
-    link = SerialLink(
-        cfg.serial.port, cfg.serial.baudrate, cfg.serial.timeout_s, cfg.serial.rtscts, name="Zaber"
-    )
+    link = SerialLink.from_config(cfg.serial, name="Zaber")
     return ZaberStage(
         link,
         steps_per_mm=cfg.steps_per_mm,
