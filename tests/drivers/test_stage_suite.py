@@ -166,7 +166,7 @@ def _emulator(name: str) -> PtyEmulator:
 def _serial_stage(name: str, port: str) -> Stage:
     common: dict[str, Any] = {"serial": {"port": port, "timeout_s": REPLY_S}}
     if name in ("grbl", "marlin"):
-        cfg = GcodeStageConfig(dialect=name, feed_mm_min=SPEED_MM_S * 60, **common)  # type: ignore[arg-type]
+        cfg = GcodeStageConfig(dialect=name, feed_mm_min=SPEED_MM_S * 60, **common)
         stage: Any = open_gcode_stage(cfg)
         if name == "marlin":
             stage._homed = True  # Marlin cannot be asked; the emulator was homed before
@@ -337,7 +337,7 @@ def test_device_faults_stop_the_stage_and_stay_inside_the_limits(
             arm()
         if fault.expect is None:
             assert b.safe.move_to(2.0) == pytest.approx(2.0, abs=1e-3)
-            assert b.emulator.axis.position_mm == pytest.approx(2.0, abs=1e-3)
+            assert emu.axis.position_mm == pytest.approx(2.0, abs=1e-3)
         else:
             with pytest.raises(fault.expect, match=fault.match):
                 b.safe.move_to(2.0)
