@@ -16,14 +16,17 @@ import time
 
 from hdme_focus.config import AptStageConfig, ConfigError
 from hdme_focus.drivers.base import (
+    Clock,
     CommunicationError,
     DeviceError,
     NotHomedError,
+    RealClock,
     StageFault,
     StageTimeout,
 )
 from hdme_focus.drivers.serial import apt_protocol as apt
 from hdme_focus.drivers.serial.link import SerialLink
+from hdme_focus.drivers.serial.poll import await_completion
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +54,9 @@ class AptStage:
         channel: int = 1,
         allow_unhomed: bool = False,
         move_timeout_s: float = 30.0,
+        home_timeout_s: float = 120.0,
         poll_s: float = 0.05,
+        clock: Clock | None = None,
     ) -> None:
         self.link = link
         self.counts_per_mm = float(counts_per_mm)
@@ -59,7 +64,9 @@ class AptStage:
         self.channel = channel
         self.allow_unhomed = allow_unhomed
         self.move_timeout_s = float(move_timeout_s)
+        self.home_timeout_s = float(home_timeout_s)
         self.poll_s = float(poll_s)
+        self.clock: Clock = clock or RealClock()
         self.tolerance_counts = max(3, round(self.counts_per_mm * 0.0005))  # 0.5 um
         self._target: int | None = None
         try:
@@ -163,33 +170,31 @@ class AptStage:
         self.link.write(apt.with_data(apt.MOT_MOVE_ABSOLUTE, data, dest=self.dest))
         self._target = counts
 
-    def _await(self, done_id: int, timeout_s: float, what: str) -> None:
+    def _await(self, done_id: int, timeout_s: float, what: str, setting: str) -> None:
         """Wait for done_id while polling status; errors, silence and the deadline raise."""
-        start = time.monotonic()
-        deadline = start + timeout_s
-        last_rx = start
-        next_poll = start + self.poll_s
+
+        def timed_out() -> BaseException:
+            self.stop()
+            return StageTimeout(
+                f"{what} on {self.describe()} did not complete within {timeout_s:g} s "
+                f"({setting}); the stage was stopped"
+            )
+
+        def done(msg: Message) -> bool:
+            return self._finished(msg[0], self._check(msg), done_id, what)
+
         try:
-            while True:
-                now = time.monotonic()
-                if now >= deadline:
-                    self.stop()
-                    raise StageTimeout(
-                        f"{what} on {self.describe()} did not complete within {timeout_s:g} s "
-                        "(stage.move_timeout_s); the stage was stopped"
-                    )
-                if now - last_rx > self.link.timeout_s:
-                    raise self.link.no_reply(f"status requests during {what}")
-                if now >= next_poll:
-                    self._send(apt.MOT_REQ_DCSTATUSUPDATE, self.channel)
-                    next_poll = now + self.poll_s
-                msg = self._read(max(0.0, min(next_poll, deadline) - now))
-                if msg is None:
-                    continue
-                last_rx = time.monotonic()
-                st = self._check(msg)
-                if self._finished(msg[0], st, done_id, what):
-                    return
+            await_completion(
+                clock=self.clock,
+                timeout_s=timeout_s,
+                poll_s=self.poll_s,
+                silence_s=self.link.timeout_s,
+                poll=lambda: self._send(apt.MOT_REQ_DCSTATUSUPDATE, self.channel),
+                read=self._read,
+                done=done,
+                timed_out=timed_out,
+                silent=lambda: self.link.no_reply(f"status requests during {what}"),
+            )
         except DeviceError:
             self.link.drain()
             raise
@@ -221,13 +226,13 @@ class AptStage:
     def wait(self, timeout_s: float) -> None:
         if self._target is None:
             return
-        self._await(apt.MOT_MOVE_COMPLETED, timeout_s, "move")
+        self._await(apt.MOT_MOVE_COMPLETED, timeout_s, "move", "stage.move_timeout_s")
         self._target = None
 
     def home(self, timeout_s: float | None = None) -> None:
         self._send(apt.MOT_MOVE_HOME, self.channel)
-        self._await(apt.MOT_MOVE_HOMED, self.move_timeout_s if timeout_s is None else timeout_s,
-                    "homing")  # fmt: skip
+        t = self.home_timeout_s if timeout_s is None else timeout_s
+        self._await(apt.MOT_MOVE_HOMED, t, "homing", "stage.home_timeout_s")
 
     def stop(self) -> None:
         """Profiled MOVE_STOP, then wait (bounded) for MOVE_STOPPED. Never raises."""
@@ -265,13 +270,8 @@ def open_apt_stage(cfg: AptStageConfig) -> AptStage:
         )
     # device_address 1 (the default) means the USB unit itself; bay addresses are 0x21, 0x22...
     dest = apt.USB_UNIT if cfg.device_address in (0, 1) else cfg.device_address
-    link = SerialLink(
-        cfg.serial.port,
-        cfg.serial.baudrate,
-        cfg.serial.timeout_s,
-        rtscts=True,  # the APT protocol requires RTS/CTS handshaking
-        name="APT controller",
-    )
+    # the APT protocol requires RTS/CTS handshaking
+    link = SerialLink.from_config(cfg.serial, name="APT controller", rtscts=True)
     return AptStage(
         link,
         counts_per_mm=cfg.steps_per_mm or Z8_COUNTS_PER_MM,
@@ -279,4 +279,5 @@ def open_apt_stage(cfg: AptStageConfig) -> AptStage:
         channel=int(cfg.axis),
         allow_unhomed=cfg.allow_unhomed,
         move_timeout_s=cfg.move_timeout_s,
+        home_timeout_s=cfg.home_timeout_s,
     )

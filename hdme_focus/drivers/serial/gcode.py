@@ -10,18 +10,22 @@ Stop is feed hold `!` then soft reset 0x18 on GRBL and `M410` on Marlin.
 from __future__ import annotations
 
 import logging
+import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from hdme_focus.config import ConfigError, GcodeStageConfig
 from hdme_focus.drivers.base import (
+    Clock,
     CommunicationError,
     DeviceError,
     NotHomedError,
+    RealClock,
     StageFault,
     StageTimeout,
 )
 from hdme_focus.drivers.serial.link import SerialLink
+from hdme_focus.drivers.serial.poll import await_completion
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +83,10 @@ GRBL_ALARMS: dict[int, str] = {
 }
 
 _MOVING_STATES = ("Run", "Jog", "Home", "Hold:1")
+CRITICAL_ALARMS = (1, 2)  # hard and soft limit: GRBL ignores everything until a reset
+RESET_TRIES = 3
+MM_PER_INCH = 25.4
+WORK_SYSTEMS = ("G54", "G55", "G56", "G57", "G58", "G59")
 
 
 class GrblError(StageFault):
@@ -91,21 +99,74 @@ class GrblError(StageFault):
 
 
 class GrblAlarm(StageFault):
-    """GRBL raised `ALARM:N`; it refuses motion until reset/unlocked or homed."""
+    """GRBL raised `ALARM:N`; it refuses motion until reset/unlocked or homed.
 
-    def __init__(self, code: int) -> None:
+    `reset` says whether the driver's reset after a critical alarm (1, 2) was
+    confirmed by GRBL's banner (None: no reset was needed).
+    """
+
+    def __init__(self, code: int, reset: bool | None = None) -> None:
         self.code = code
+        self.reset = reset
         meaning = GRBL_ALARMS.get(code, "unknown alarm code")
-        super().__init__(
-            f"GRBL alarm ALARM:{code} ({meaning}); motion stopped. Fix the cause, then "
-            "`hdme-focus stage home`"
-        )
+        if reset is False:
+            after = (
+                "GRBL did not confirm the reset and may still be locked: press its reset "
+                "button or power-cycle it, then `hdme-focus stage home`"
+            )
+        else:
+            after = "motion stopped. Fix the cause, then `hdme-focus stage home`"
+        super().__init__(f"GRBL alarm ALARM:{code} ({meaning}); {after}")
 
 
-@dataclass(frozen=True)
-class GrblStatus:
+@dataclass
+class GrblReport:
+    """One status report, field by field (GRBL 1.1 interface, "Real-time Status Reports").
+
+    Positions are in the controller's report units (inches with `$13=1`);
+    `position_mm` is filled in by the driver for its axis. `fields` keeps every
+    field's raw text, known or not (`Pn:XYZRHS`, `A:F`, ...).
+    """
+
     state: str
-    position_mm: float
+    mpos: list[float] | None = None
+    wpos: list[float] | None = None
+    wco: list[float] | None = None
+    fields: dict[str, str] = field(default_factory=dict)
+    position_mm: float = math.nan
+
+    @property
+    def pins(self) -> str:
+        """Input pins reported active: X Y Z limits, P probe, D door, H hold, R reset, S start."""
+        return self.fields.get("Pn", "")
+
+
+_NUMERIC_FIELDS = ("MPos", "WPos", "WCO", "Bf", "Ln", "F", "FS", "Ov")
+
+
+def parse_status(line: str) -> GrblReport:
+    """Parse `<State|Field:value|...>`; unknown fields are kept as text, never an error.
+
+    Raises ValueError when the frame or a numeric field does not parse.
+    """
+    if not (line.startswith("<") and line.endswith(">")):
+        raise ValueError(f"not a status report: {line!r}")
+    state, *parts = line[1:-1].split("|")
+    if not state or not parts:
+        raise ValueError(f"status report without fields: {line!r}")
+    report = GrblReport(state)
+    for part in parts:
+        key, _, value = part.partition(":")
+        report.fields[key] = value
+        if key in _NUMERIC_FIELDS:
+            numbers = [float(v) for v in value.split(",")]
+            if key == "MPos":
+                report.mpos = numbers
+            elif key == "WPos":
+                report.wpos = numbers
+            elif key == "WCO":
+                report.wco = numbers
+    return report
 
 
 def _parse_number(text: str) -> int | None:
@@ -128,7 +189,9 @@ class GcodeStage:
         feed_mm_min: float = 120.0,
         allow_unhomed: bool = False,
         move_timeout_s: float = 30.0,
+        home_timeout_s: float = 120.0,
         poll_s: float = 0.05,
+        clock: Clock | None = None,
     ) -> None:
         axis = axis.strip().upper()
         if len(axis) != 1 or axis not in GRBL_AXES:
@@ -139,9 +202,14 @@ class GcodeStage:
         self.feed_mm_min = float(feed_mm_min)
         self.allow_unhomed = allow_unhomed
         self.move_timeout_s = float(move_timeout_s)
+        self.home_timeout_s = float(home_timeout_s)
         self.poll_s = float(poll_s)
+        self.clock: Clock = clock or RealClock()
         self._target_mm: float | None = None
         self._wco = [0.0] * len(GRBL_AXES)
+        self._pins_before = ""  # Pn: when the last move started
+        self._wco_known = True  # False after a reset: learned again before the next status
+        self.reset_confirmed: bool | None = None  # the last stop's reset, None before any
         self._homed = False
         self._moving = False
         try:
@@ -190,9 +258,16 @@ class GcodeStage:
 
 
 class GrblStage(GcodeStage):
-    """A GRBL 1.1 controller. Unhomed = GRBL's homing lock (it boots in Alarm)."""
+    """A GRBL 1.1 controller. Unhomed = GRBL's homing lock (it boots in Alarm).
+
+    On connect it learns what GRBL does not repeat in every report: `$13`
+    (report inches) from `$$` and the work offset from `$G` + `$#`; every move
+    is sent with `G21 G90`, so a controller left in G20 cannot turn a 0.1 mm
+    step into 2.54 mm.
+    """
 
     controller = "GRBL"
+    report_scale = 1.0  # mm per reported unit: 25.4 with $13=1
 
     # ------------------------------------------------------------- protocol
     def _handshake(self) -> None:
@@ -207,8 +282,8 @@ class GrblStage(GcodeStage):
                 if line is None:
                     break
                 if line.startswith("<"):
-                    self._parse_status(line)
                     self.link.drain(quiet_s=0.02, max_s=0.2)
+                    self._learn_setup()
                     return
                 if line.startswith("Grbl"):
                     break  # it just booted: ask again at once
@@ -217,31 +292,69 @@ class GrblStage(GcodeStage):
             "(check stage.serial.port and baudrate, and stage.dialect: 'grbl' or 'marlin')"
         )
 
-    def _parse_status(self, line: str) -> GrblStatus:
-        fields = line.strip("<>").split("|")
-        if len(fields) < 2:
-            raise self.link.garbled(line.encode())
-        state = fields[0]
-        values: dict[str, list[float]] = {}
+    def _learn_setup(self) -> None:
+        """Units from `$13`, work offset from `$G` (active system) and `$#` (its offsets)."""
+        settings: dict[int, str] = {}
+        for line in self._query("$$"):
+            key, sep, value = line.partition("=")
+            if sep and key[1:].isdigit():
+                settings[int(key[1:])] = value
+        self.report_scale = MM_PER_INCH if settings.get(13, "0").strip() == "1" else 1.0
+        self._learn_offset()
+
+    def _learn_offset(self) -> None:
+        active = "G54"
+        for line in self._query("$G"):
+            if line.startswith("[GC:"):
+                active = next((w for w in line[4:-1].split() if w in WORK_SYSTEMS), "G54")
+        offsets: dict[str, list[float]] = {}
+        for line in self._query("$#"):
+            name, _, value = line.strip("[]").partition(":")
+            try:
+                offsets[name] = [float(v) for v in value.split(":")[0].split(",")]
+            except ValueError:
+                raise self.link.garbled(line.encode()) from None
+        i = GRBL_AXES.index(self.axis)
+        wco = offsets.get(active, [])[i : i + 1] or [0.0]
+        g92 = offsets.get("G92", [])[i : i + 1] or [0.0]
+        tlo = offsets.get("TLO", [0.0])[0] if self.axis == "Z" else 0.0
+        self._wco[i] = (wco[0] + g92[0] + tlo) * self.report_scale
+
+    def _query(self, command: str) -> list[str]:
+        """A `$` view command's lines (`[...]` or `$n=v`) up to its `ok`."""
+        lines: list[str] = []
+        self.link.write_line(command)
+        deadline = time.monotonic() + self.reply_timeout_s
         try:
-            for f in fields[1:]:
-                key, _, val = f.partition(":")
-                values[key] = [float(v) for v in val.split(",")]
+            while True:
+                reply = self.link.read_line(max(deadline - time.monotonic(), 0.0))
+                if reply is None:
+                    raise self.link.no_reply(repr(command))
+                if self._handle(reply, command):
+                    return lines
+                if reply.startswith(("[", "$")) and not reply.startswith("[MSG:"):
+                    lines.append(reply)
+        except DeviceError:
+            self.link.drain()
+            raise
+
+    def _parse_status(self, line: str) -> GrblReport:
+        try:
+            report = parse_status(line)
         except ValueError:
             raise self.link.garbled(line.encode()) from None
-        if "WCO" in values:
-            for i, v in enumerate(values["WCO"]):
-                self._wco[i] = v
         i = GRBL_AXES.index(self.axis)
-        if "WPos" in values and len(values["WPos"]) > i:
-            pos = values["WPos"][i]
-        elif "MPos" in values and len(values["MPos"]) > i:
-            pos = values["MPos"][i] - self._wco[i]
+        if report.wco is not None and len(report.wco) > i:
+            self._wco[i] = report.wco[i] * self.report_scale
+        if report.wpos is not None and len(report.wpos) > i:
+            report.position_mm = report.wpos[i] * self.report_scale
+        elif report.mpos is not None and len(report.mpos) > i:
+            report.position_mm = report.mpos[i] * self.report_scale - self._wco[i]
         else:
             raise CommunicationError(
                 f"GRBL status {line!r} does not report axis {self.axis} (check stage.axis)"
             )
-        return GrblStatus(state, pos)
+        return report
 
     def _handle(self, line: str, what: str) -> bool:
         """React to one line; True when it is the awaited `ok`. Raises on error/alarm."""
@@ -256,7 +369,7 @@ class GrblStage(GcodeStage):
             code = _parse_number(line[6:])
             if code is None:
                 raise self.link.garbled(line.encode())
-            raise GrblAlarm(code)
+            raise self._alarm(code)
         if line.startswith("<"):
             self._parse_status(line)
         elif line.startswith("Grbl"):
@@ -266,6 +379,38 @@ class GrblStage(GcodeStage):
             )
         elif line:
             log.debug("GRBL: %s", line)
+        return False
+
+    def _alarm(self, code: int) -> GrblAlarm:
+        """ALARM:1 and ALARM:2 lock GRBL until a reset: send it (verified) before reporting."""
+        if code not in CRITICAL_ALARMS:
+            return GrblAlarm(code)
+        self.link.drain(quiet_s=0.02, max_s=0.2)  # `[MSG:Reset to continue]`
+        return GrblAlarm(code, reset=self._reset())
+
+    def _reset(self) -> bool:
+        """Soft reset 0x18 until the banner comes (a few tries, bounded); True if it came."""
+        for _ in range(RESET_TRIES):
+            self.link.write(b"\x18")
+            end = time.monotonic() + min(1.0, self.reply_timeout_s)
+            while (left := end - time.monotonic()) > 0:
+                try:
+                    line = self.link.read_line(left)
+                except CommunicationError:
+                    if self.link.dead:
+                        raise
+                    continue
+                if line is None:
+                    break
+                if line.startswith("Grbl"):
+                    self.link.drain(quiet_s=0.03, max_s=0.3)
+                    self._wco_known = False
+                    return True
+        log.warning(
+            "GRBL on %s did not confirm its reset (no banner after %d tries)",
+            self.link.port,
+            RESET_TRIES,
+        )
         return False
 
     def _command(self, line: str, timeout_s: float | None = None) -> None:
@@ -285,7 +430,10 @@ class GrblStage(GcodeStage):
             self.link.drain()
             raise
 
-    def status(self) -> GrblStatus:
+    def status(self) -> GrblReport:
+        if not self._wco_known:  # after a reset GRBL's state is new; learn it again
+            self._wco_known = True
+            self._learn_offset()
         self.link.write(b"?")
         deadline = time.monotonic() + self.reply_timeout_s
         try:
@@ -311,7 +459,9 @@ class GrblStage(GcodeStage):
         return self.status().state.startswith(_MOVING_STATES)
 
     def move_to(self, target_mm: float) -> None:
-        state = self.status().state
+        report = self.status()
+        state = report.state
+        self._pins_before = report.pins  # floating inputs read "pressed" all the time
         if state == "Alarm":
             if not self.allow_unhomed:
                 raise NotHomedError(
@@ -324,44 +474,55 @@ class GrblStage(GcodeStage):
             raise StageFault(
                 f"GRBL is busy ({state}); wait for it or run `hdme-focus stage stop` first"
             )
-        self._command("G90 " + self._move_line(float(target_mm)))
+        self._command("G21 G90 " + self._move_line(float(target_mm)))
         self._target_mm = float(target_mm)
 
-    def wait(self, timeout_s: float) -> None:
-        """`G4 P0` answers once the planner is empty; `?` is polled to catch silence."""
-        start = time.monotonic()
-        deadline = start + timeout_s
-        self.link.write_line("G4 P0")
-        last_rx = start
-        next_poll = start + self.poll_s
+    def _await_ok(self, line: str, timeout_s: float, what: str, setting: str) -> None:
+        """Send `line` and wait for its `ok`, polling `?` so silence is noticed."""
+        self.link.write_line(line)
+
+        def timed_out() -> BaseException:
+            self.stop()
+            return StageTimeout(
+                f"{what} on {self.describe()} did not complete within {timeout_s:g} s "
+                f"({setting}); the stage was stopped"
+            )
+
+        def read(wait_s: float) -> str | None:
+            return self.link.read_line(wait_s)
+
         try:
-            while True:
-                now = time.monotonic()
-                if now >= deadline:
-                    self.stop()
-                    raise StageTimeout(
-                        f"move on {self.describe()} did not complete within {timeout_s:g} s "
-                        "(stage.move_timeout_s); the stage was stopped"
-                    )
-                if now - last_rx > self.reply_timeout_s:
-                    raise self.link.no_reply("status queries during a move")
-                if now >= next_poll:
-                    self.link.write(b"?")
-                    next_poll = now + self.poll_s
-                line = self.link.read_line(max(0.0, min(next_poll, deadline) - now))
-                if line is None:
-                    continue
-                last_rx = time.monotonic()
-                if self._handle(line, "G4 P0"):
-                    self._target_mm = None
-                    return
+            await_completion(
+                clock=self.clock,
+                timeout_s=timeout_s,
+                poll_s=self.poll_s,
+                silence_s=self.reply_timeout_s,
+                poll=lambda: self.link.write(b"?"),
+                read=read,
+                done=lambda reply: self._handle(reply, line),
+                timed_out=timed_out,
+                silent=lambda: self.link.no_reply(f"status queries during {what}"),
+            )
         except DeviceError:
             self.link.drain()
             raise
 
+    def wait(self, timeout_s: float) -> None:
+        """`G4 P0` answers once the planner is empty; `?` is polled to catch silence."""
+        self._await_ok("G4 P0", timeout_s, "move", "stage.move_timeout_s")
+        self._target_mm = None
+        pins = self.status().pins
+        if self.axis in pins and self.axis not in self._pins_before:
+            raise StageFault(
+                f"GRBL reports the {self.axis} limit switch pressed after the move (Pn:{pins}); "
+                "with hard limits off ($21=0) GRBL does not stop for it and its position is "
+                "unreliable: move off the switch, check stage.min_mm/max_mm, then home again"
+            )
+
     def home(self, timeout_s: float | None = None) -> None:
-        """`$H`: GRBL answers `ok` when the homing cycle has finished."""
-        self._command("$H", self.move_timeout_s if timeout_s is None else timeout_s)
+        """`$H`: GRBL answers `ok` when the homing cycle has finished (ALARM:6/8/9 if it fails)."""
+        t = self.home_timeout_s if timeout_s is None else timeout_s
+        self._await_ok("$H", t, "homing", "stage.home_timeout_s")
 
     def stop(self) -> None:
         """Feed hold, let it decelerate, then soft reset (position is kept). Never raises."""
@@ -381,7 +542,7 @@ class GrblStage(GcodeStage):
                 line = self.link.read_line(0.05)
                 while line is not None and not held:
                     if line.startswith("<"):
-                        state = line[1:].split("|")[0]
+                        state = line[1:].split("|")[0]  # only the state: no field can stop this
                         held = state in ("Idle", "Hold:0", "Alarm") or state.startswith("Door")
                     line = None if held else self.link.read_line(0.01)
             except CommunicationError as exc:
@@ -389,18 +550,7 @@ class GrblStage(GcodeStage):
                     log.warning("stop: %s", exc)
                     return
         try:
-            self.link.write(b"\x18")
-            end = time.monotonic() + min(1.0, self.reply_timeout_s)
-            while time.monotonic() < end:
-                try:
-                    line = self.link.read_line(end - time.monotonic())
-                except CommunicationError:
-                    if self.link.dead:
-                        raise
-                    continue
-                if line is None or line.startswith("Grbl"):
-                    break
-            self.link.drain(quiet_s=0.03, max_s=0.3)
+            self.reset_confirmed = self._reset()
         except CommunicationError as exc:
             log.warning("stop: %s", exc)
         self._target_mm = None
@@ -517,7 +667,7 @@ class MarlinStage(GcodeStage):
         self._moving = False
 
     def home(self, timeout_s: float | None = None) -> None:
-        t = self.move_timeout_s if timeout_s is None else timeout_s
+        t = self.home_timeout_s if timeout_s is None else timeout_s
         self._moving = True
         self._command(f"G28 {self.axis}", t, is_move_wait=True)
         self._moving = False
@@ -539,13 +689,7 @@ class MarlinStage(GcodeStage):
 def open_gcode_stage(cfg: GcodeStageConfig) -> GcodeStage:
     """Open the port named in the config and handshake with GRBL or Marlin."""
     name = "GRBL controller" if cfg.dialect == "grbl" else "Marlin controller"
-    link = SerialLink(
-        cfg.serial.port,
-        cfg.serial.baudrate,
-        cfg.serial.timeout_s,
-        cfg.serial.rtscts,
-        name=name,
-    )
+    link = SerialLink.from_config(cfg.serial, name=name)
     cls: type[GcodeStage] = GrblStage if cfg.dialect == "grbl" else MarlinStage
     return cls(
         link,
@@ -553,4 +697,5 @@ def open_gcode_stage(cfg: GcodeStageConfig) -> GcodeStage:
         feed_mm_min=cfg.feed_mm_min,
         allow_unhomed=cfg.allow_unhomed,
         move_timeout_s=cfg.move_timeout_s,
+        home_timeout_s=cfg.home_timeout_s,
     )

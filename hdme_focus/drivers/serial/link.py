@@ -13,14 +13,24 @@ import errno
 import logging
 import os
 import time
+from pathlib import Path
 from typing import Any
 
 import serial
 
-from hdme_focus.config import ConfigError
+from hdme_focus.config import ConfigError, SerialConfig
 from hdme_focus.drivers.base import CommunicationError, PortBusyError
 
 log = logging.getLogger(__name__)
+
+# What a vanished device raises: tcdrain's termios.error is not an OSError.
+_LOST: tuple[type[BaseException], ...] = (serial.SerialException, OSError)
+try:
+    import termios
+
+    _LOST += (termios.error,)
+except ImportError:  # pragma: no cover - Windows has no termios
+    pass
 
 POLL_S = 0.01  # pyserial's own read timeout: how often a deadline is checked
 LIST_PORTS_HINT = "list ports with: python -m serial.tools.list_ports"
@@ -65,6 +75,17 @@ class SerialLink:
         except serial.SerialException as exc:
             raise _open_error(port, name, exc) from None
 
+    @classmethod
+    def from_config(cls, cfg: SerialConfig, *, name: str, rtscts: bool | None = None) -> SerialLink:
+        """The link `[stage.serial]` describes; `rtscts` overrides it where a protocol demands."""
+        return cls(
+            cfg.port,
+            cfg.baudrate,
+            cfg.timeout_s,
+            cfg.rtscts if rtscts is None else rtscts,
+            name=name,
+        )
+
     # ----------------------------------------------------------------- writing
     def write(self, data: bytes) -> None:
         self._check_alive()
@@ -76,7 +97,7 @@ class SerialLink:
                 f"writing to the {self.name} on {self.port} timed out "
                 "(flow control: check stage.serial.rtscts and the cable)"
             ) from None
-        except (serial.SerialException, OSError) as exc:
+        except _LOST as exc:
             raise self._lost(exc) from None
 
     def write_line(self, text: str, eol: str = "\n") -> None:
@@ -91,7 +112,7 @@ class SerialLink:
         try:
             waiting = self._ser.in_waiting
             data = self._ser.read(max(1, waiting))
-        except (serial.SerialException, OSError) as exc:
+        except _LOST as exc:
             raise self._lost(exc) from None
         if data:
             self._buf.extend(data)
@@ -185,16 +206,48 @@ class SerialLink:
         self.dead = True
 
 
+def port_holders(port: str, proc: Path = Path("/proc")) -> list[int] | None:
+    """PIDs of the processes that have `port` open (Linux /proc), or None if unknown."""
+    try:
+        target = os.path.realpath(port)
+        pids: list[int] = []
+        for fd_dir in proc.glob("[0-9]*/fd"):
+            with contextlib.suppress(OSError):
+                if any(os.path.realpath(fd) == target for fd in fd_dir.iterdir()):
+                    pids.append(int(fd_dir.parent.name))
+        return pids
+    except OSError:
+        return None
+
+
+def _stale_pty(port: str) -> CommunicationError:
+    return CommunicationError(
+        f"cannot open {port}: a stale pseudo-terminal (no controller or emulator serves it any "
+        "more; the `hdme-focus emulate` that made it has exited?): start the emulator again "
+        "and use the port it prints (or --write-config a new file)"
+    )
+
+
 def _open_error(port: str, name: str, exc: serial.SerialException) -> Exception:
     text = str(exc)
+    code = getattr(exc, "errno", None)
+    is_pty = port.startswith("/dev/pts/")
+    if is_pty and code == errno.EIO:
+        return _stale_pty(port)  # the master side is gone
+    if is_pty and ("exclusively lock" in text or code == errno.EBUSY) and port_holders(port) == []:
+        return _stale_pty(port)  # "busy", yet no process holds it
     if "exclusively lock" in text:
         return PortBusyError(
             f"port busy: {port} is held by another process (another hdme-focus command, "
             f"a serial terminal or the vendor's software); close it and retry"
         )
-    code = getattr(exc, "errno", None)
     if os.name == "nt" and ("Access is denied" in text or code in (errno.EACCES, errno.EPERM)):
         return PortBusyError(f"port busy: {port} is open in another program; close it and retry")
+    if code == errno.ENOENT and is_pty:
+        return CommunicationError(
+            f"cannot open {port}: no such pseudo-terminal (it belonged to an emulator or "
+            "program that has exited): start `hdme-focus emulate` again and use its new port"
+        )
     if code == errno.ENOENT:
         return CommunicationError(
             f"cannot open {port}: no such port; check stage.serial.port ({LIST_PORTS_HINT})"

@@ -11,19 +11,23 @@ it was sent).
 from __future__ import annotations
 
 import logging
+import math
 import re
 import time
 from dataclasses import dataclass
 
 from hdme_focus.config import ConfigError, ZaberStageConfig
 from hdme_focus.drivers.base import (
+    Clock,
     CommunicationError,
     DeviceError,
     NotHomedError,
+    RealClock,
     StageFault,
     StageTimeout,
 )
 from hdme_focus.drivers.serial.link import SerialLink
+from hdme_focus.drivers.serial.poll import await_completion
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +71,7 @@ _REPLY = re.compile(
     r"^@(\d+) (\d+) (?:\d+ )?(OK|RJ) (BUSY|IDLE) (\S\S)(?: (.*?))?(?::[0-9A-Fa-f]{2})?$"
 )
 NOT_HOMED = ("WR", "WH")
+LIMIT_FLAGS = ("WL",)  # the axis met a limit sensor it did not expect: the move ended early
 
 
 def flag_meaning(flag: str) -> str:
@@ -101,7 +106,9 @@ class ZaberStage:
         axis: int = 1,
         allow_unhomed: bool = False,
         move_timeout_s: float = 30.0,
+        home_timeout_s: float = 120.0,
         poll_s: float = 0.02,
+        clock: Clock | None = None,
     ) -> None:
         self.link = link
         self.steps_per_mm = float(steps_per_mm)
@@ -109,7 +116,9 @@ class ZaberStage:
         self.axis = int(axis)
         self.allow_unhomed = allow_unhomed
         self.move_timeout_s = float(move_timeout_s)
+        self.home_timeout_s = float(home_timeout_s)
         self.poll_s = float(poll_s)
+        self.clock: Clock = clock or RealClock()
         self._target_steps: int | None = None
         try:
             self._command("")
@@ -185,28 +194,49 @@ class ZaberStage:
         self._command(f"move abs {steps}")
         self._target_steps = steps
 
-    def _poll_until_idle(self, timeout_s: float, what: str) -> ZaberReply:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            reply = self._command("")
-            if reply.flag.startswith("F"):
+    def _poll_until_idle(self, timeout_s: float, what: str, setting: str) -> ZaberReply:
+        """Ask for status every poll_s (on self.clock) until IDLE; faults and limits raise."""
+        last: list[ZaberReply] = []
+        first = [True]
+
+        def read(wait_s: float) -> ZaberReply:
+            if not first[0]:
+                self.clock.sleep(wait_s)
+            first[0] = False
+            last[:] = [self._command("")]
+            return last[0]
+
+        def done(reply: ZaberReply) -> bool:
+            if reply.flag.startswith("F") or reply.flag in LIMIT_FLAGS:
                 self.stop()
                 raise StageFault(
-                    f"{self.describe()} fault {reply.flag} during {what}: "
+                    f"{self.describe()} {reply.flag} during {what}: "
                     f"{flag_meaning(reply.flag)}; the stage was stopped"
                 )
-            if not reply.busy:
-                return reply
-            if time.monotonic() >= deadline:
-                self.stop()
-                raise StageTimeout(
-                    f"{what} on {self.describe()} did not complete within {timeout_s:g} s "
-                    "(stage.move_timeout_s); the stage was stopped"
-                )
-            time.sleep(self.poll_s)
+            return not reply.busy
+
+        def timed_out() -> BaseException:
+            self.stop()
+            return StageTimeout(
+                f"{what} on {self.describe()} did not complete within {timeout_s:g} s "
+                f"({setting}); the stage was stopped"
+            )
+
+        await_completion(
+            clock=self.clock,
+            timeout_s=timeout_s,
+            poll_s=self.poll_s,
+            silence_s=math.inf,  # every poll is a command with its own reply timeout
+            poll=lambda: None,
+            read=read,
+            done=done,
+            timed_out=timed_out,
+            silent=lambda: self.link.no_reply(what),
+        )
+        return last[0]
 
     def wait(self, timeout_s: float) -> None:
-        reply = self._poll_until_idle(timeout_s, "move")
+        reply = self._poll_until_idle(timeout_s, "move", "stage.move_timeout_s")
         if reply.flag == "NI":
             self._command("warnings clear")
             raise StageFault(
@@ -217,7 +247,8 @@ class ZaberStage:
 
     def home(self, timeout_s: float | None = None) -> None:
         self._command("home")
-        self._poll_until_idle(self.move_timeout_s if timeout_s is None else timeout_s, "homing")
+        t = self.home_timeout_s if timeout_s is None else timeout_s
+        self._poll_until_idle(t, "homing", "stage.home_timeout_s")
         if not self.is_homed():
             raise StageFault(f"{self.describe()}: homing ended without a reference position")
 
@@ -253,9 +284,7 @@ def open_zaber_stage(cfg: ZaberStageConfig) -> ZaberStage:
         raise ConfigError(
             f'stage.axis = {cfg.axis!r}: a Zaber axis is a number; use "1" for a single-axis device'
         )
-    link = SerialLink(
-        cfg.serial.port, cfg.serial.baudrate, cfg.serial.timeout_s, cfg.serial.rtscts, name="Zaber"
-    )
+    link = SerialLink.from_config(cfg.serial, name="Zaber")
     return ZaberStage(
         link,
         steps_per_mm=cfg.steps_per_mm,
@@ -263,4 +292,5 @@ def open_zaber_stage(cfg: ZaberStageConfig) -> ZaberStage:
         axis=int(cfg.axis),
         allow_unhomed=cfg.allow_unhomed,
         move_timeout_s=cfg.move_timeout_s,
+        home_timeout_s=cfg.home_timeout_s,
     )

@@ -130,7 +130,7 @@ def test_averaging_keeps_16_bit(mocker: MockerFixture) -> None:
 
 def test_a_real_video_file_works_as_a_camera(tmp_path: Path) -> None:
     path = tmp_path / "clip.avi"
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48))
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), 10, (64, 48))
     for i in range(4):
         writer.write(np.full((48, 64, 3), 50 * i, np.uint8))
     writer.release()

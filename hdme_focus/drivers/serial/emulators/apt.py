@@ -31,6 +31,7 @@ class AptEmulator(PtyEmulator):
         self.address = address
         self.enabled = True
         self.motion_error = False
+        self.limit_bits = 0  # a pressed limit switch (CW/CCW_HW_LIMIT) until the next move
         self._buf = bytearray()
         self._pending: str | None = None  # "move" or "home": report when motion ends
 
@@ -48,6 +49,7 @@ class AptEmulator(PtyEmulator):
             bits |= apt.MOVING_CW if up else apt.MOVING_CCW
         if self.motion_error:
             bits |= apt.MOTION_ERROR
+        bits |= self.limit_bits
         counts = round(self.axis.position_mm * self.counts_per_mm)
         return apt.Status(1, counts, bits)
 
@@ -100,6 +102,7 @@ class AptEmulator(PtyEmulator):
         elif msg_id == apt.MOT_MOVE_ABSOLUTE and self.enabled:
             _chan, counts = struct.unpack("<Hi", data[:6])
             self.motion_error = False
+            self.limit_bits = 0
             self.axis.move_to(counts / self.counts_per_mm)
             self._pending = "move"
             self.motion_started()
@@ -125,5 +128,14 @@ class AptEmulator(PtyEmulator):
     def on_alarm(self) -> None:
         self.axis.stop()
         self.motion_error = True
+        self._pending = None
+        self._send_data(apt.MOT_MOVE_STOPPED, self.status().pack())
+
+    def on_limit(self) -> None:
+        """The carriage trips the limit switch ahead of it: the controller stops the move."""
+        self.limit_bits = (
+            apt.CW_HW_LIMIT if self.axis.target_mm > self.axis.position_mm else (apt.CCW_HW_LIMIT)
+        )
+        self.axis.stop()
         self._pending = None
         self._send_data(apt.MOT_MOVE_STOPPED, self.status().pack())

@@ -14,6 +14,7 @@ import select
 import threading
 import time
 import tty
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Self
@@ -35,13 +36,19 @@ class Faults:
     error_reply: int | str | None = None  # next command is answered with this error...
     error_on: str = ""  # ...if it starts with this (G-code line, Zaber command, APT message name)
     alarm_after_s: float | None = None  # next move faults (alarm / stall) this long after it starts
+    limit_after_s: float | None = (
+        None  # next move runs onto a limit switch this long after it starts
+    )
     disconnect_after_s: float | None = None  # port closes this long into the next move
+    split_replies: bool = False  # every reply reaches the host in two reads, 20 ms apart
+    lost_resets: int = 0  # this many resets (GRBL 0x18) are lost on the way to the controller
 
 
 class EmulatedAxis:
     """One linear axis: position, constant speed, travel limits, homed flag.
 
     Motion is computed from the clock when asked, so no thread has to step it.
+    `clock` (seconds) is replaceable so a test can hold time still.
     """
 
     def __init__(
@@ -52,7 +59,9 @@ class EmulatedAxis:
         max_mm: float = 25.0,
         homed: bool = False,
         home_mm: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        self.clock = clock
         self.speed_mm_s = float(speed_mm_s)
         self.min_mm = float(min_mm)
         self.max_mm = float(max_mm)
@@ -60,7 +69,7 @@ class EmulatedAxis:
         self.home_mm = float(home_mm)
         self._start_mm = float(position_mm)
         self._target_mm = float(position_mm)
-        self._t0 = time.monotonic()
+        self._t0 = clock()
         self._v = self.speed_mm_s
         self.homing = False
 
@@ -73,7 +82,7 @@ class EmulatedAxis:
 
     @property
     def position_mm(self) -> float:
-        return self._now_mm(time.monotonic())
+        return self._now_mm(self.clock())
 
     @property
     def moving(self) -> bool:
@@ -84,7 +93,7 @@ class EmulatedAxis:
         return self._target_mm
 
     def move_to(self, target_mm: float, speed_mm_s: float | None = None) -> None:
-        now = time.monotonic()
+        now = self.clock()
         self._start_mm = self._now_mm(now)
         self._target_mm = min(self.max_mm, max(self.min_mm, float(target_mm)))
         self._v = float(speed_mm_s or self.speed_mm_s)
@@ -193,8 +202,14 @@ class PtyEmulator:
         if f.garble:
             body = data.rstrip(b"\r\n")
             data = bytes(b ^ GARBLE_XOR for b in body) + data[len(body) :]
+        at = time.monotonic() + f.reply_delay_s
         with self.lock:
-            self._outbox.append((time.monotonic() + f.reply_delay_s, data))
+            if f.split_replies and len(data) > 1:
+                half = len(data) // 2
+                self._outbox.append((at, data[:half]))
+                self._outbox.append((at + 0.02, data[half:]))
+            else:
+                self._outbox.append((at, data))
 
     def take_error(self, command: str) -> int | str | None:
         """The one-shot error reply, if armed for this command (then consumed)."""
@@ -212,6 +227,9 @@ class PtyEmulator:
             if self.faults.alarm_after_s is not None:
                 self._move_faults.append((now + self.faults.alarm_after_s, "alarm"))
                 self.faults.alarm_after_s = None
+            if self.faults.limit_after_s is not None:
+                self._move_faults.append((now + self.faults.limit_after_s, "limit"))
+                self.faults.limit_after_s = None
             if self.faults.disconnect_after_s is not None:
                 self._move_faults.append((now + self.faults.disconnect_after_s, "disconnect"))
                 self.faults.disconnect_after_s = None
@@ -226,6 +244,10 @@ class PtyEmulator:
     def on_alarm(self) -> None:
         """The armed mid-move fault fires (protocol-specific alarm or stall)."""
         self.axis.stop()
+
+    def on_limit(self) -> None:
+        """The axis runs onto a limit switch mid-move (protocol-specific report)."""
+        self.on_alarm()
 
     # ------------------------------------------------------------- thread
     def _run(self) -> None:
@@ -263,7 +285,9 @@ class PtyEmulator:
             if kind == "disconnect":
                 self.disconnect()
                 return
-            if self.axis.moving:
+            if self.axis.moving and kind == "limit":
+                self.on_limit()
+            elif self.axis.moving:
                 self.on_alarm()
 
     def _flush(self) -> None:

@@ -62,6 +62,11 @@ class ZaberEmulator(PtyEmulator):
         self.axis.stop()
         self.flags.add("FS")
 
+    def on_limit(self) -> None:
+        """An unexpected limit trigger: the axis stops and shows WL until cleared."""
+        self.axis.stop()
+        self.flags.add("WL")
+
     def _handle(self, line: str) -> None:
         line = line.strip()
         if not line.startswith("/"):
