@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hdme_focus.drivers.replay import ReplayStage, recording_from_files
 
 from hdme_focus.config import (
     AptStageConfig,
@@ -37,7 +38,6 @@ from hdme_focus.drivers.base import (
     Stage,
     StageFault,
 )
-from hdme_focus.drivers.replay import ReplayStage, recording_from_files
 from hdme_focus.drivers.serial import apt_protocol as apt
 from hdme_focus.drivers.serial.apt import open_apt_stage
 from hdme_focus.drivers.serial.emulators import (

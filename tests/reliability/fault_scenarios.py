@@ -28,10 +28,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import tifffile
-from hdme_focus.drivers.serial.emulators.base import PtyEmulator
 
 from hdme_focus.cli.hardware_cmd import emulator_config, start_emulator
 from hdme_focus.config import CameraConfig, InstrumentConfig, to_toml
+from hdme_focus.drivers.serial.emulators.base import PtyEmulator
 from hdme_focus.records import MANIFEST, TABLE, load_sweep
 
 SIGNALS = {"INT": signal.SIGINT, "TERM": signal.SIGTERM, "HUP": signal.SIGHUP}
