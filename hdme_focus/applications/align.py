@@ -5,8 +5,12 @@ the same object sits at different pixels in different frames; fusing them
 unaligned doubles edges. Each frame is registered to its neighbour towards the
 reference frame (neighbours differ least in blur) with OpenCV's enhanced
 correlation coefficient (Evangelidis & Psarakis 2008) on a reduced copy, and
-the transforms are chained. An estimate that fails to converge or moves more
-than a plausible amount is replaced by the identity and reported.
+the transforms are chained. ECC fits an affine warp; it is reduced to what a
+focus sweep does, one scale and a shift (rotation and shear would only fit
+noise), and a step that moves no corner by more than STILL_PX is taken as no
+motion, so a still sweep is never resampled (resampling itself blurs). An
+estimate that fails to converge or moves more than is plausible is replaced by
+the identity and reported.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ F64 = NDArray[np.float64]
 ALIGN_MAX_SIDE_PX = 512  # ECC runs on frames reduced to this size (speed; blur hides detail)
 MAX_SCALE_CHANGE = 0.15  # neighbour frames differing more than 15 % in scale are not a sweep
 MAX_SHIFT_FRACTION = 0.15  # ... or shifted by more than 15 % of the frame
+STILL_PX = 0.25  # a step that moves no corner by more than this is registration noise: identity
 
 
 @dataclass(frozen=True)
@@ -42,13 +47,13 @@ class Alignment:
             return image
         h, w = image.shape[:2]
         out = cv2.warpAffine(
-            image,
+            np.ascontiguousarray(image),
             m,
             (w, h),
-            flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+            flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP,  # bilinear would blur the detail
             borderMode=cv2.BORDER_REFLECT_101,
         )
-        return np.asarray(out, dtype=np.float32)
+        return np.asarray(np.clip(out, 0.0, 1.0), dtype=np.float32)  # cubic overshoots
 
     def warp_all(self, images: Sequence[F32]) -> list[F32]:
         return [self.warp(i, im) for i, im in enumerate(images)]
@@ -75,13 +80,34 @@ def _register(template: F32, moving: F32) -> F64 | None:
         _, warp = cv2.findTransformECC(template, moving, start, motion, criteria, mask, 5)
     except cv2.error:
         return None
-    m = np.asarray(warp, dtype=np.float64)
     h, w = template.shape
-    scale = float(np.sqrt(abs(np.linalg.det(m[:, :2]))))
+    m = _scale_and_shift(np.asarray(warp, dtype=np.float64), w, h)
+    scale = m[0, 0]
     shift = float(np.hypot(*(m @ [w / 2, h / 2, 1.0] - [w / 2, h / 2])))
     if abs(scale - 1.0) > MAX_SCALE_CHANGE or shift > MAX_SHIFT_FRACTION * max(h, w):
         return None
     return m
+
+
+def _corners(w: float, h: float) -> F64:
+    return np.array([[0.0, w, 0.0, w], [0.0, 0.0, h, h], [1.0, 1.0, 1.0, 1.0]])
+
+
+def _scale_and_shift(affine: F64, w: int, h: int) -> F64:
+    """The scale s and shift t with s p + t closest to the affine's image of the frame corners."""
+    p = _corners(w, h)
+    q = affine @ p
+    pc = p[:2] - p[:2].mean(axis=1, keepdims=True)
+    qc = q - q.mean(axis=1, keepdims=True)
+    s = float((pc * qc).sum() / (pc * pc).sum())
+    t = q.mean(axis=1) - s * p[:2].mean(axis=1)
+    return np.array([[s, 0.0, t[0]], [0.0, s, t[1]]])
+
+
+def _moves(m: F64, w: int, h: int) -> float:
+    """Largest displacement of a frame corner under the warp, px."""
+    p = _corners(w, h)
+    return float(np.abs(m @ p - p[:2]).max())
 
 
 def align_stack(grays01: Sequence[F32], reference_index: int | None = None) -> Alignment:
@@ -106,9 +132,9 @@ def align_stack(grays01: Sequence[F32], reference_index: int | None = None) -> A
         m = _register(small[j], small[i])
         if m is None:
             failed.append(i)
+        step = np.eye(3) if m is None else to_full @ _homog(m) @ to_small
+        if _moves(step[:2], w, h) <= STILL_PX:
             step = np.eye(3)
-        else:
-            step = to_full @ _homog(m) @ to_small
         # ref(x) ~ j(W_jr x) ~ i(W_ij W_jr x)
         full[i] = step @ full[j]
     return Alignment(tuple(f[:2].copy() for f in full), ref, tuple(sorted(failed)))
