@@ -39,6 +39,7 @@ class Alignment:
     matrices: tuple[F64, ...]
     reference_index: int
     failed: tuple[int, ...]  # frames whose registration failed and were left as they are
+    registered: bool = True  # False: alignment was switched off
 
     def warp(self, index: int, image: F32) -> F32:
         """Frame `index` resampled onto the reference frame's pixel grid."""
@@ -142,4 +143,4 @@ def align_stack(grays01: Sequence[F32], reference_index: int | None = None) -> A
 
 def identity_alignment(n_frames: int) -> Alignment:
     """No registration (`--no-align`)."""
-    return Alignment(tuple(_IDENTITY.copy() for _ in range(n_frames)), 0, ())
+    return Alignment(tuple(_IDENTITY.copy() for _ in range(n_frames)), 0, (), registered=False)

@@ -21,7 +21,7 @@ def enhance_in_focus(
     *,
     amount: float = 1.0,
     radius_px: float = 1.5,
-    in_focus_px: float = 1.0,
+    in_focus_px: float | None = None,
     transition_px: float = 1.5,
 ) -> F32:
     """The frame sharpened by `amount` where the map says it is in focus."""

@@ -26,7 +26,7 @@ def magnify_defocus(
     sigma_px: F32,
     *,
     strength: float = 1.5,
-    in_focus_px: float = 1.0,
+    in_focus_px: float | None = None,
     transition_px: float = 1.5,
     sharpen: float = 0.3,
 ) -> F32:

@@ -82,6 +82,18 @@ def to_float01(image: NDArray[Any], bit_depth: int | None = None) -> F32:
     return out
 
 
+def read_image01(path: Path) -> tuple[F32, int]:
+    """An image file as float 0..1 (RGB order for colour) and the bit depth it was stored with."""
+    if path.is_dir():
+        raise StackError(f"{path}: is a directory; give an image file (PNG, JPEG, TIFF)")
+    if not path.is_file():
+        raise StackError(f"{path}: no such file")
+    pixels, bit_depth = read_image(path)
+    if bit_depth is None:
+        bit_depth = 8 if pixels.dtype == np.uint8 else 16
+    return to_float01(pixels, bit_depth), bit_depth
+
+
 def load_stack(inputs: Sequence[Path]) -> FocusStack:
     """One sweep directory (positions from its table), or two or more image files."""
     paths = [Path(p) for p in inputs]
@@ -96,10 +108,7 @@ def load_stack(inputs: Sequence[Path]) -> FocusStack:
                 f"{path}: a directory among image files; pass one sweep directory alone, "
                 "or only image files"
             )
-        if not path.is_file():
-            raise StackError(f"{path}: no such file")
-        pixels, bit_depth = read_image(path)
-        images.append(to_float01(pixels, bit_depth))
+        images.append(read_image01(path)[0])
     return FocusStack(tuple(images), tuple(paths))
 
 

@@ -89,6 +89,7 @@ def _register() -> None:
         "focus_cmd",
         "hardware_cmd",
         "evaluate_cmd",
+        "applications_cmd",
     ):
         try:
             importlib.import_module(f"hdme_focus.cli.{name}")

@@ -80,3 +80,11 @@ def test_bad_options_give_one_clear_error(frame_and_map: Any) -> None:
         enhance_in_focus(image, sigma[:-1])
     with pytest.raises(UsageError, match="transition"):
         in_focus_weight(sigma, transition_px=0)
+
+
+def test_default_in_focus_limit_follows_the_map() -> None:
+    """An estimator that reads focus at 1.6 px still keeps that region: the limit adapts."""
+    sigma = np.full((50, 50), 6.0, np.float32)
+    sigma[:, :10] = 1.6  # the subject, 20 % of the frame
+    w = in_focus_weight(sigma)
+    assert np.all(w[:, :10] == 1.0) and np.all(w[:, 10:] == 0.0)
