@@ -21,7 +21,9 @@ EstimatorOption = typer.Option(
 )
 DeviceOption = typer.Option("auto", "--device", help="Estimator device: auto, cpu, cuda.")
 RefineOption = typer.Option(
-    True, "--refine/--no-refine", help="Refine the defocus map along the frame's edges."
+    False,
+    "--refine/--no-refine",
+    help="Refine the defocus map along the frame's edges (guided filter; helps reblur).",
 )
 InFocusOption = typer.Option(
     None,
