@@ -21,9 +21,10 @@ EstimatorOption = typer.Option(
 )
 DeviceOption = typer.Option("auto", "--device", help="Estimator device: auto, cpu, cuda.")
 RefineOption = typer.Option(
-    False,
+    True,
     "--refine/--no-refine",
-    help="Refine the defocus map along the frame's edges (guided filter; helps reblur).",
+    help="Refine the defocus map along the frame's edges (guided filter): isolated wrong "
+    "readings would otherwise sharpen or keep blurred spots.",
 )
 InFocusOption = typer.Option(
     None,
