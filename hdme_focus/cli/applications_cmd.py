@@ -6,20 +6,15 @@ Exit codes: 0 done; 2 bad input (files, sizes, options, an output that exists).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import typer
 
 from hdme_focus.cli import UserError, app, console, get_config, handle_errors
+from hdme_focus.cli.focus_cmd import DeviceOption, EstimatorOption, load_estimator_for
 
-EstimatorOption = typer.Option(
-    "default",
-    "--estimator",
-    help="'default' (shipped hdme-lite), 'hdme-tiny', a weights file, or a baseline name.",
-)
-DeviceOption = typer.Option("auto", "--device", help="Estimator device: auto, cpu, cuda.")
 RefineOption = typer.Option(
     True,
     "--refine/--no-refine",
@@ -51,7 +46,6 @@ def _user_errors() -> Iterator[None]:
 
 def _estimator(name: str, device: str, refine: bool = False) -> Any:
     """The estimator the user named, optionally refined (the one place the apps load one)."""
-    from hdme_focus.cli.focus_cmd import load_estimator_for
     from hdme_focus.estimation.refine import RefinedEstimator
 
     est = load_estimator_for(name, device, get_config(None))
@@ -102,6 +96,29 @@ def fuse_cmd(
         console.print(f"{kind:>12}: {path}", highlight=False)
 
 
+def _apply_to_image(
+    image: Path,
+    out: Path,
+    options: tuple[str, str, bool, bool],
+    effect: Callable[[Any, Any], Any],
+    meta: dict[str, Any],
+) -> tuple[str, Path]:
+    """Read IMAGE, estimate its defocus map, apply `effect(pixels, sigma)`, write OUT."""
+    from hdme_focus.applications.outputs import check_outputs, write_image
+    from hdme_focus.applications.stack import read_image01
+
+    estimator, device, refine, overwrite = options
+    with _user_errors():
+        check_outputs([out], [image], overwrite)
+        pixels, bit_depth = read_image01(image)
+        est = _estimator(estimator, device, refine)
+        result = effect(pixels, est.predict(pixels))
+        path = write_image(
+            out, result, bit_depth, {"input": str(image), "estimator": est.name, **meta}
+        )
+    return str(est.name), path
+
+
 @app.command("magnify")
 @handle_errors
 def magnify_cmd(
@@ -119,20 +136,17 @@ def magnify_cmd(
 ) -> None:
     """Defocus magnification: keep what is in focus, blur the rest more (shallower DOF)."""
     from hdme_focus.applications.magnify import magnify_defocus
-    from hdme_focus.applications.outputs import check_outputs, write_image
-    from hdme_focus.applications.stack import read_image01
 
-    with _user_errors():
-        check_outputs([out], [image], overwrite)
-        pixels, bit_depth = read_image01(image)
-        est = _estimator(estimator, device, refine)
-        sigma = est.predict(pixels)
-        result = magnify_defocus(
+    name, path = _apply_to_image(
+        image,
+        out,
+        (estimator, device, refine, overwrite),
+        lambda pixels, sigma: magnify_defocus(
             pixels, sigma, strength=strength, in_focus_px=in_focus_px, transition_px=transition_px
-        )
-        meta = {"input": str(image), "estimator": est.name, "strength": strength}
-        path = write_image(out, result, bit_depth, meta)
-    console.print(f"magnified defocus ({est.name}): {path}", highlight=False)
+        ),
+        {"strength": strength},
+    )
+    console.print(f"magnified defocus ({name}): {path}", highlight=False)
 
 
 @app.command("enhance")
@@ -151,22 +165,19 @@ def enhance_cmd(
 ) -> None:
     """Sharpen what is in focus; leave blurred regions and their noise as they are."""
     from hdme_focus.applications.enhance import enhance_in_focus
-    from hdme_focus.applications.outputs import check_outputs, write_image
-    from hdme_focus.applications.stack import read_image01
 
-    with _user_errors():
-        check_outputs([out], [image], overwrite)
-        pixels, bit_depth = read_image01(image)
-        est = _estimator(estimator, device, refine)
-        sigma = est.predict(pixels)
-        result = enhance_in_focus(
+    name, path = _apply_to_image(
+        image,
+        out,
+        (estimator, device, refine, overwrite),
+        lambda pixels, sigma: enhance_in_focus(
             pixels,
             sigma,
             amount=amount,
             radius_px=radius_px,
             in_focus_px=in_focus_px,
             transition_px=transition_px,
-        )
-        meta = {"input": str(image), "estimator": est.name, "amount": amount}
-        path = write_image(out, result, bit_depth, meta)
-    console.print(f"enhanced ({est.name}): {path}", highlight=False)
+        ),
+        {"amount": amount},
+    )
+    console.print(f"enhanced ({name}): {path}", highlight=False)
