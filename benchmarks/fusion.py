@@ -34,6 +34,7 @@ from skimage.metrics import structural_similarity
 from hdme_focus.applications.fuse import fuse_stack
 from hdme_focus.applications.stack import FocusStack, load_stack, to_float01
 from hdme_focus.config import CameraConfig, InstrumentConfig, SceneConfig
+from hdme_focus.core.atomic import write_bytes_atomic
 from hdme_focus.core.frame import F32, to_gray_float
 from hdme_focus.drivers.sim import SimCamera, open_sim
 from hdme_focus.estimation.refine import RefinedEstimator, estimate_of
@@ -224,6 +225,18 @@ def _panel(image: F32, width: int, title: str) -> np.ndarray:
     return bgr
 
 
+def small_png(bgr: np.ndarray) -> bytes:
+    """PNG with a 256-colour palette: photographs in a few hundred KB for the docs."""
+    import io
+
+    from PIL import Image
+
+    rgb = Image.fromarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+    buf = io.BytesIO()
+    rgb.quantize(colors=256, method=Image.Quantize.MEDIANCUT).save(buf, format="PNG", optimize=True)
+    return buf.getvalue()
+
+
 def bench_pcb(out_dir: Path, estimators: dict[str, Any]) -> dict[str, Any] | None:
     if not PCB.is_dir() or "hdme-lite" not in estimators:
         return None
@@ -270,9 +283,7 @@ def bench_pcb(out_dir: Path, estimators: dict[str, Any]) -> dict[str, Any] | Non
         [np.hstack([p[:hh] for p in row]) for row, hh in zip((top, bottom), rows_h, strict=True)]
     )
     path = out_dir / "fusion" / "pcb-focus-sweep.png"
-    from hdme_focus.core.atomic import write_png_atomic
-
-    write_png_atomic(path, grid)
+    write_bytes_atomic(path, small_png(grid))
     return {
         "frames": len(stack),
         "working_width_px": PCB_WIDTH_PX,
@@ -317,6 +328,24 @@ def markdown(
         )
     lines += [
         "",
+        "Against the issue's target (fusion >= 1 dB PSNR above classical, every scene):",
+        "",
+    ]
+    for label in dict.fromkeys(r["fusion"] for r in fusion if r["fusion"] in meta["estimators"]):
+        gaps = [r["psnr_db"] - classical[r["scene"]] for r in fusion if r["fusion"] == label]
+        verdict = "met" if min(gaps) >= 1.0 else "not met"
+        lines.append(
+            f"- {label}: {min(gaps):+.2f} .. {max(gaps):+.2f} dB against classical: {verdict}"
+        )
+    lines += [
+        "",
+        "`fuse` therefore defaults to `--method classical` (fast, and the best image here); "
+        "`--method hdme` is kept for comparison and for its depth map, which is closer to the "
+        "truth than the classical focus-measure depth on the letters and tilted scenes with the "
+        "classical estimators and with hdme-tiny (depth MAE column). Per-pixel "
+        "guided-filter weights (Li et al. 2013) lose to the multi-resolution blend everywhere "
+        "but one row, so the pyramid blend is the default blend.",
+        "",
         "## `--refine` (iterative weighted guided filter)",
         "",
         f"Sigma MAE (px) against the simulator's true blur, {REFINE_POSITIONS} frames of each "
@@ -331,6 +360,15 @@ def markdown(
             f"| {r['estimator']} | {r['mae_px']:.3f} | {r['mae_refined_px']:.3f} | "
             f"{r['edge_mae_px']:.3f} | {r['edge_mae_refined_px']:.3f} |"
         )
+    helped = [r["estimator"] for r in refine if r["edge_mae_refined_px"] < r["edge_mae_px"]]
+    lines += [
+        "",
+        "Refinement lowers the MAE at depth edges for: "
+        + (", ".join(helped) if helped else "none of the estimators")
+        + "; over all pixels for: "
+        + (", ".join(r["estimator"] for r in refine if r["mae_refined_px"] < r["mae_px"]) or "none")
+        + ".",
+    ]
     if pcb is not None:
         lines += [
             "",

@@ -212,7 +212,7 @@ def _fuse_classical(images: Sequence[F32], grays: Sequence[F32]) -> tuple[F32, F
 
 def fuse_stack(
     stack: FocusStack,
-    method: str = "hdme",
+    method: str = "classical",
     estimator: DefocusEstimator | None = None,
     *,
     align: bool = True,

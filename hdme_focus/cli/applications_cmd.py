@@ -60,9 +60,14 @@ def fuse_cmd(
     ),
     out: Path = typer.Option(..., "--out", "-o", help="Output directory."),
     method: str = typer.Option(
-        "hdme", "--method", help="hdme (an estimator's defocus maps) or classical (pyramid)."
+        "classical",
+        "--method",
+        help="classical (Laplacian pyramid; measured best, docs/benchmarks/fusion.md) or "
+        "hdme (the estimator's defocus maps pick the frames).",
     ),
-    estimator: str = EstimatorOption,
+    estimator: str = typer.Option(
+        "default", "--estimator", help="--method hdme: the estimator (as for `estimate`)."
+    ),
     device: str = DeviceOption,
     align: bool = typer.Option(True, "--align/--no-align", help="Register frames (ECC) first."),
     overwrite: bool = OverwriteOption,

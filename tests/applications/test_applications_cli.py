@@ -57,7 +57,9 @@ def test_fuse_a_sweep_directory_writes_image_depth_and_confidence(
     sweep_dir: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "fused"
-    result = runner.invoke(app, ["fuse", str(sweep_dir), "--out", str(out), *FAST])
+    result = runner.invoke(
+        app, ["fuse", str(sweep_dir), "--out", str(out), "--method", "hdme", *FAST]
+    )
     assert result.exit_code == 0, result.output
     names = {p.name for p in out.iterdir()}
     assert names == {
@@ -78,10 +80,10 @@ def test_fuse_a_sweep_directory_writes_image_depth_and_confidence(
     # a second run must not replace the first one's result
     again = runner.invoke(app, ["fuse", str(sweep_dir), "--out", str(out), *FAST])
     _one_error_line(again, "fused.tiff", "--overwrite")
-    forced = runner.invoke(
-        app, ["fuse", str(sweep_dir), "--out", str(out), "--overwrite", "--method", "classical"]
-    )
+    forced = runner.invoke(app, ["fuse", str(sweep_dir), "--out", str(out), "--overwrite"])
     assert forced.exit_code == 0, forced.output
+    with tifffile.TiffFile(out / "fused.tiff") as tif:
+        assert json.loads(tif.pages.first.description)["method"] == "classical"  # the default
 
 
 def test_fuse_image_files_without_positions(pngs: list[Path], tmp_path: Path) -> None:
@@ -115,7 +117,9 @@ def test_fuse_bad_inputs_are_one_line(pngs: list[Path], tmp_path: Path) -> None:
     )
     _one_error_line(runner.invoke(app, ["fuse", str(tmp_path), "--out", out]), "not a sweep")
     _one_error_line(
-        runner.invoke(app, ["fuse", *map(str, pngs), "--out", out, "--estimator", "nope"]),
+        runner.invoke(
+            app, ["fuse", *map(str, pngs), "--out", out, "--method", "hdme", "--estimator", "nope"]
+        ),
         "--estimator nope",
     )
 
