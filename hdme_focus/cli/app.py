@@ -9,6 +9,7 @@ from __future__ import annotations
 import typer
 
 from hdme_focus.cli import (
+    applications_cmd,
     config_cmd,
     estimation_cmd,
     evaluate_cmd,
@@ -34,6 +35,9 @@ app.command("demo")(focus_cmd.demo_cmd)
 app.command("train")(estimation_cmd.train_cmd)
 app.command("estimate")(estimation_cmd.estimate_cmd)
 app.command("evaluate")(evaluate_cmd.evaluate_cmd)
+app.command("fuse")(applications_cmd.fuse_cmd)
+app.command("magnify")(applications_cmd.magnify_cmd)
+app.command("enhance")(applications_cmd.enhance_cmd)
 app.add_typer(hardware_cmd.stage_app, name="stage")
 app.command("emulate")(hardware_cmd.emulate)
 

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hdme_focus.drivers.replay import ReplayStage, recording_from_files
 
 from hdme_focus.config import (
     AptStageConfig,
@@ -50,6 +49,7 @@ from hdme_focus.drivers.serial.emulators import (
 from hdme_focus.drivers.serial.gcode import GrblAlarm, open_gcode_stage
 from hdme_focus.drivers.serial.zaber import open_zaber_stage
 from hdme_focus.drivers.sim import SimClock, SimStage
+from hdme_focus.drivers.sim.replay import ReplayStage, recording_from_files
 
 LIMITS_MM = (0.0, 3.0)
 MAX_STEP_MM = 1.0
