@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
@@ -16,6 +17,13 @@ from typing import IO, Any
 
 import numpy as np
 from numpy.typing import NDArray
+
+
+def _umask() -> int:
+    """The process umask (read by setting and restoring it: there is no getter)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def fsync_dir(directory: Path) -> None:
@@ -40,6 +48,8 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
+    # mkstemp makes the file owner-only; a result file gets the mode any new file would
+    os.chmod(tmp, 0o666 & ~_umask())
     try:
         yield tmp
         with open(tmp, "rb+") as fh:
@@ -98,3 +108,19 @@ def write_figure_atomic(path: Path | str, figure: Any, **savefig_kwargs: Any) ->
     """Save a matplotlib figure atomically; the format follows the file's suffix."""
     fmt = Path(path).suffix.lstrip(".") or "png"
     return atomic_write(path, lambda fh: figure.savefig(fh, format=fmt, **savefig_kwargs))
+
+
+def json_safe(value: Any) -> Any:
+    """`value` as strict JSON: NaN/inf -> null, numpy scalars -> numbers, tuples -> lists.
+
+    Python's json writes NaN as a bare `NaN` that most other readers reject.
+    """
+    if isinstance(value, (np.floating, np.integer)):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Mapping):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
