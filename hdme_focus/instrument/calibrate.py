@@ -26,6 +26,7 @@ from hdme_focus.calibration.model import (
     SweepSource,
     build_calibration,
 )
+from hdme_focus.core.atomic import write_figure_atomic
 from hdme_focus.core.frame import Frame, to_gray_float
 from hdme_focus.estimation.base import DefocusEstimator, roi_sigma
 from hdme_focus.records import SweepRecord, load_sweep, roi_column
@@ -230,6 +231,5 @@ def plot_calibration(run: CalibrationRun, path: Path | str) -> Path:
     ax.legend(fontsize=7, loc="upper center")
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    write_figure_atomic(path, fig)
     return path

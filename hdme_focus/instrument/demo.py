@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from hdme_focus.config import ConfigError, InstrumentConfig
+from hdme_focus.core.atomic import write_text_atomic
 from hdme_focus.core.roi import Roi
 from hdme_focus.estimation.base import DefocusEstimator
 from hdme_focus.instrument.autofocus import HdmeOptions, autofocus_hdme
@@ -239,9 +240,9 @@ def run_demo(
         plot_sweep(load_sweep(sweep_dir))
 
     summary["wall_s"] = time.perf_counter() - t_start
-    (out / "demo.json").write_text(json.dumps(_clean(summary), indent=2) + "\n", encoding="utf-8")
+    write_text_atomic(out / "demo.json", json.dumps(_clean(summary), indent=2) + "\n")
     report = out / "report.md"
-    report.write_text(render_report(summary), encoding="utf-8")
+    write_text_atomic(report, render_report(summary))
     return DemoResult(out, report, summary)
 
 
