@@ -170,7 +170,7 @@ def test_magnify_and_enhance_refuse_bad_outputs(
     assert existing.read_bytes() == b"someone else's result"
     _one_error_line(
         runner.invoke(
-            app, [command, src, "--out", str(tmp_path / "z.png"), "--transition-px", "0"]
+            app, [command, src, "--out", str(tmp_path / "z.png"), "--transition-px", "0", *FAST]
         ),
         "transition",
     )
