@@ -29,6 +29,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from hdme_focus.core.atomic import write_figure_atomic, write_text_atomic
 from hdme_focus.estimation.devices import resolve_device
 from hdme_focus.estimation.model import count_params
 from hdme_focus.estimation.synthesis import SyntheticDefocusDataset, make_test_set
@@ -136,7 +137,13 @@ def plot_metrics(csv_path: Path, png_path: Path) -> None:
         if r["val_mae_norm_textured"]
     ]
     fig, ax = plt.subplots(figsize=(7, 4))
-    ax.plot(steps, loss, lw=0.6, alpha=0.6, label="train loss (L1 of sigma/sigma_max)")
+    ax.plot(
+        steps,
+        loss,
+        lw=0.6,
+        alpha=0.6,
+        label="train loss (L1 of sigma/sigma_max, or cross-entropy)",
+    )
     if vs:
         ax.plot(*zip(*vs, strict=True), "o-", label="held-out MAE / sigma_max (textured)")
     ax.set_xlabel("step")
@@ -144,7 +151,7 @@ def plot_metrics(csv_path: Path, png_path: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.subplots_adjust(left=0.1, right=0.97, bottom=0.12, top=0.96)
-    fig.savefig(png_path, dpi=110)
+    write_figure_atomic(png_path, fig, dpi=110)
     plt.close(fig)
 
 
@@ -240,7 +247,7 @@ def train(
                 f"{ckpt} was trained with a different recipe; resume with the same recipe file"
             )
     if dist.main:  # on resume too: a run may be extended with more --steps or minutes
-        (run_dir / "recipe.json").write_text(recipe.model_dump_json(indent=2))
+        write_text_atomic(run_dir / "recipe.json", recipe.model_dump_json(indent=2))
     net: nn.Module = model
     if dist.world > 1:
         net = nn.parallel.DistributedDataParallel(
@@ -342,7 +349,8 @@ def train(
             bar.stop()
     wall = elapsed_before + time.monotonic() - t0
     if dist.main:
-        (run_dir / "train_info.json").write_text(
+        write_text_atomic(
+            run_dir / "train_info.json",
             json.dumps(
                 {
                     "step": step,
@@ -353,7 +361,7 @@ def train(
                     "torch": torch.__version__,
                 },
                 indent=2,
-            )
+            ),
         )
     return TrainResult(run_dir, step, best, wall)
 
