@@ -39,8 +39,14 @@ class RefusedError(HdmeError, RuntimeError):
     exit_code = EXIT_REFUSED
 
 
-class InterruptedBySignal(HdmeError):
-    """SIGTERM or SIGHUP arrived; raised in the main thread so cleanup runs as for Ctrl-C."""
+class InterruptedBySignal(BaseException):
+    """SIGTERM or SIGHUP arrived; raised in the main thread so cleanup runs as for Ctrl-C.
+
+    A BaseException, like KeyboardInterrupt, so no `except Exception` (a camera
+    SDK wrapper, a decoder guard) can turn a shutdown request into a device error.
+    """
+
+    exit_code: int
 
     def __init__(self, signum: int, name: str) -> None:
         super().__init__(f"interrupted by {name}")

@@ -86,3 +86,15 @@ def test_without_the_guard_sigterm_kills_before_cleanup() -> None:
     guarded = subprocess.run([sys.executable, "-c", code, "guard"], capture_output=True, text=True)
     assert bare.returncode == -signal.SIGTERM and "cleanup" not in bare.stdout
     assert guarded.returncode == 128 + signal.SIGTERM and "cleanup" in guarded.stdout
+
+
+def test_a_broad_except_exception_in_a_driver_does_not_swallow_the_signal() -> None:
+    """Camera SDK wrappers catch Exception; a SIGTERM inside one must still end the command."""
+    swallowed = []
+    with pytest.raises(InterruptedBySignal), signals_as_exceptions():
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            signal.sigtimedwait([], 0)  # let the handler run here, inside the guard
+        except Exception as exc:  # what genicam.py does around a capture
+            swallowed.append(exc)
+    assert swallowed == []
