@@ -32,14 +32,16 @@ from hdme_focus.core.errors import InterruptedBySignal
 from hdme_focus.drivers.base import (
     CommunicationError,
     DeviceError,
+    HomingStage,
     MotionRefused,
+    RealClock,
     SafeStage,
     Stage,
     StageFault,
 )
 from hdme_focus.drivers.replay import ReplayStage, recording_from_files
 from hdme_focus.drivers.serial import apt_protocol as apt
-from hdme_focus.drivers.serial.apt import open_apt_stage
+from hdme_focus.drivers.serial.apt import AptStage, open_apt_stage
 from hdme_focus.drivers.serial.emulators import (
     AptEmulator,
     EmulatedAxis,
@@ -47,8 +49,9 @@ from hdme_focus.drivers.serial.emulators import (
     PtyEmulator,
     ZaberEmulator,
 )
-from hdme_focus.drivers.serial.gcode import GrblAlarm, open_gcode_stage
-from hdme_focus.drivers.serial.zaber import open_zaber_stage
+from hdme_focus.drivers.serial.gcode import GrblAlarm, GrblStage, open_gcode_stage
+from hdme_focus.drivers.serial.link import SerialLink
+from hdme_focus.drivers.serial.zaber import ZaberStage, open_zaber_stage
 from hdme_focus.drivers.sim import SimClock, SimStage
 
 LIMITS_MM = (0.0, 3.0)
@@ -355,3 +358,60 @@ def test_device_faults_stop_the_stage_and_stay_inside_the_limits(
         b.check_invariants()
     finally:
         b.close()
+
+
+# ----------------------------------------------------------------- homing interrupted
+
+
+class SignalClock:
+    """A real clock that raises a signal's exception on its n-th reading, mid-loop."""
+
+    def __init__(self, after_calls: int, interrupt: BaseException) -> None:
+        self.calls = 0
+        self.after_calls = after_calls
+        self.interrupt = interrupt
+        self.real = RealClock()
+
+    def monotonic(self) -> float:
+        self.calls += 1
+        if self.calls == self.after_calls:
+            raise self.interrupt
+        return self.real.monotonic()
+
+    def sleep(self, seconds: float) -> None:
+        self.real.sleep(seconds)
+
+
+def _homing_stage(name: str, emu: PtyEmulator, clock: SignalClock) -> HomingStage:
+    link = SerialLink(emu.port, timeout_s=REPLY_S, name=name)
+    if name == "grbl":
+        return GrblStage(link, clock=clock)
+    if name == "zaber":
+        return ZaberStage(link, steps_per_mm=ZABER_STEPS, clock=clock)
+    return AptStage(link, counts_per_mm=APT_COUNTS, clock=clock)
+
+
+@pytest.mark.parametrize("name", ["grbl", "zaber", "apt"])
+@pytest.mark.parametrize(
+    "interrupt",
+    [InterruptedBySignal(15, "SIGTERM"), InterruptedBySignal(1, "SIGHUP"), KeyboardInterrupt()],
+    ids=["SIGTERM", "SIGHUP", "SIGINT"],
+)
+def test_a_signal_during_homing_stops_the_axis(name: str, interrupt: BaseException) -> None:
+    axis = EmulatedAxis(position_mm=2.0, speed_mm_s=FAULT_SPEED_MM_S, homed=False)
+    emu = (
+        GcodeEmulator("grbl", axis)
+        if name == "grbl"
+        else ZaberEmulator(axis, steps_per_mm=ZABER_STEPS)
+        if name == "zaber"
+        else AptEmulator(axis, counts_per_mm=APT_COUNTS)
+    )
+    with emu:
+        clock = SignalClock(after_calls=5, interrupt=interrupt)  # a few polls into the cycle
+        stage = _homing_stage(name, emu, clock)
+        safe = SafeStage(stage, *LIMITS_MM, MAX_STEP_MM, clock=clock)
+        with pytest.raises(type(interrupt)):
+            safe.home()
+        assert emu.axis.position_mm < 2.0  # the cycle had started: the axis left 2.0 mm
+        assert safe.stops == 1 and not emu.moving and not emu.axis.homed
+        stage.close()
