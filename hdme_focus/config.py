@@ -289,7 +289,9 @@ def to_toml(config: InstrumentConfig) -> str:
     def section(name: str, model: BaseModel) -> None:
         scalars = []
         subs = []
-        for key in type(model).model_fields:
+        keys = list(type(model).model_fields)
+        keys.sort(key=lambda k: k != "driver")  # the driver first: it decides the rest
+        for key in keys:
             value = getattr(model, key)
             if isinstance(value, BaseModel):
                 subs.append((f"{name}.{key}", value))

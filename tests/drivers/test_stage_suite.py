@@ -32,13 +32,15 @@ from hdme_focus.core.errors import InterruptedBySignal
 from hdme_focus.drivers.base import (
     CommunicationError,
     DeviceError,
+    HomingStage,
     MotionRefused,
+    RealClock,
     SafeStage,
     Stage,
     StageFault,
 )
 from hdme_focus.drivers.serial import apt_protocol as apt
-from hdme_focus.drivers.serial.apt import open_apt_stage
+from hdme_focus.drivers.serial.apt import AptStage, open_apt_stage
 from hdme_focus.drivers.serial.emulators import (
     AptEmulator,
     EmulatedAxis,
@@ -46,15 +48,17 @@ from hdme_focus.drivers.serial.emulators import (
     PtyEmulator,
     ZaberEmulator,
 )
-from hdme_focus.drivers.serial.gcode import GrblAlarm, open_gcode_stage
-from hdme_focus.drivers.serial.zaber import open_zaber_stage
+from hdme_focus.drivers.serial.gcode import GrblAlarm, GrblStage, open_gcode_stage
+from hdme_focus.drivers.serial.link import SerialLink
+from hdme_focus.drivers.serial.zaber import ZaberStage, open_zaber_stage
 from hdme_focus.drivers.sim import SimClock, SimStage
 from hdme_focus.drivers.sim.replay import ReplayStage, recording_from_files
 
 LIMITS_MM = (0.0, 3.0)
 MAX_STEP_MM = 1.0
-REPLY_S = 0.3
-SPEED_MM_S = 10.0  # a 1 mm step takes 100 ms: room for a fault in the middle
+REPLY_S = 0.6  # generous: a starved emulator thread on a loaded CI core is not a fault
+SPEED_MM_S = 10.0  # a 1 mm step takes 100 ms
+FAULT_SPEED_MM_S = 2.0  # 500 ms: a fault armed 30 ms in lands mid-move even under load
 ZABER_STEPS = 10000.0
 APT_COUNTS = 34304.0
 BENCHES = ["sim", "replay", "grbl", "marlin", "zaber", "apt"]
@@ -154,8 +158,8 @@ class Bench:
             assert lo - 1e-6 <= t <= hi + 1e-6, f"{self.name}: commanded {t} mm past the limits"
 
 
-def _emulator(name: str) -> PtyEmulator:
-    axis = EmulatedAxis(position_mm=1.0, speed_mm_s=SPEED_MM_S, homed=True)
+def _emulator(name: str, speed_mm_s: float) -> PtyEmulator:
+    axis = EmulatedAxis(position_mm=1.0, speed_mm_s=speed_mm_s, homed=True)
     if name in ("grbl", "marlin"):
         return GcodeEmulator(name, axis).start()
     if name == "zaber":
@@ -163,10 +167,10 @@ def _emulator(name: str) -> PtyEmulator:
     return AptEmulator(axis, counts_per_mm=APT_COUNTS).start()
 
 
-def _serial_stage(name: str, port: str) -> Stage:
+def _serial_stage(name: str, port: str, speed_mm_s: float) -> Stage:
     common: dict[str, Any] = {"serial": {"port": port, "timeout_s": REPLY_S}}
     if name in ("grbl", "marlin"):
-        cfg = GcodeStageConfig(dialect=name, feed_mm_min=SPEED_MM_S * 60, **common)
+        cfg = GcodeStageConfig(dialect=name, feed_mm_min=speed_mm_s * 60, **common)
         stage: Any = open_gcode_stage(cfg)
         if name == "marlin":
             stage._homed = True  # Marlin cannot be asked; the emulator was homed before
@@ -176,7 +180,7 @@ def _serial_stage(name: str, port: str) -> Stage:
     return open_apt_stage(AptStageConfig(steps_per_mm=APT_COUNTS, **common))
 
 
-def make_bench(name: str, tmp_path: Path) -> Bench:
+def make_bench(name: str, tmp_path: Path, speed_mm_s: float = SPEED_MM_S) -> Bench:
     emulator = None
     clock = SimClock()
     if name == "sim":
@@ -189,10 +193,11 @@ def make_bench(name: str, tmp_path: Path) -> Bench:
             files[-1].write_bytes(b"")
         raw = ReplayStage(recording_from_files(files, positions), clock, SPEED_MM_S, 1.0)
     else:
-        emulator = _emulator(name)
-        raw = _serial_stage(name, emulator.port)
+        emulator = _emulator(name, speed_mm_s)
+        raw = _serial_stage(name, emulator.port, speed_mm_s)
     spy = Spy(raw)
-    safe = SafeStage(spy, *LIMITS_MM, MAX_STEP_MM, move_timeout_s=2.0, clock=clock)
+    # 2.5 s: a late (1.2 s) M400 ok of a 0.5 s move comes well inside it
+    safe = SafeStage(spy, *LIMITS_MM, MAX_STEP_MM, move_timeout_s=2.5, clock=clock)
     bench = Bench(name, safe, spy, emulator)
     bench.closers.append(spy.close)
     if emulator is not None:
@@ -296,7 +301,7 @@ FAULTS = [
     Fault("no reply", _set(no_reply=True), DeviceError, "no reply|did not complete", mid_move=True),
     Fault(
         "late reply",
-        _set(reply_delay_s=1.0),
+        _set(reply_delay_s=1.2),
         DeviceError,
         "no reply|did not complete",
         mid_move=True,
@@ -318,11 +323,12 @@ FAULT_CASES = [
 ]
 
 
+@pytest.mark.slow  # silent controllers are noticed only after their reply timeout
 @pytest.mark.parametrize(("fault", "name"), FAULT_CASES)
 def test_device_faults_stop_the_stage_and_stay_inside_the_limits(
     fault: Fault, name: str, tmp_path: Path
 ) -> None:
-    b = make_bench(name, tmp_path)
+    b = make_bench(name, tmp_path, FAULT_SPEED_MM_S)
     try:
         emu = b.emulator
         assert emu is not None
@@ -352,3 +358,60 @@ def test_device_faults_stop_the_stage_and_stay_inside_the_limits(
         b.check_invariants()
     finally:
         b.close()
+
+
+# ----------------------------------------------------------------- homing interrupted
+
+
+class SignalClock:
+    """A real clock that raises a signal's exception on its n-th reading, mid-loop."""
+
+    def __init__(self, after_calls: int, interrupt: BaseException) -> None:
+        self.calls = 0
+        self.after_calls = after_calls
+        self.interrupt = interrupt
+        self.real = RealClock()
+
+    def monotonic(self) -> float:
+        self.calls += 1
+        if self.calls == self.after_calls:
+            raise self.interrupt
+        return self.real.monotonic()
+
+    def sleep(self, seconds: float) -> None:
+        self.real.sleep(seconds)
+
+
+def _homing_stage(name: str, emu: PtyEmulator, clock: SignalClock) -> HomingStage:
+    link = SerialLink(emu.port, timeout_s=REPLY_S, name=name)
+    if name == "grbl":
+        return GrblStage(link, clock=clock)
+    if name == "zaber":
+        return ZaberStage(link, steps_per_mm=ZABER_STEPS, clock=clock)
+    return AptStage(link, counts_per_mm=APT_COUNTS, clock=clock)
+
+
+@pytest.mark.parametrize("name", ["grbl", "zaber", "apt"])
+@pytest.mark.parametrize(
+    "interrupt",
+    [InterruptedBySignal(15, "SIGTERM"), InterruptedBySignal(1, "SIGHUP"), KeyboardInterrupt()],
+    ids=["SIGTERM", "SIGHUP", "SIGINT"],
+)
+def test_a_signal_during_homing_stops_the_axis(name: str, interrupt: BaseException) -> None:
+    axis = EmulatedAxis(position_mm=2.0, speed_mm_s=FAULT_SPEED_MM_S, homed=False)
+    emu = (
+        GcodeEmulator("grbl", axis)
+        if name == "grbl"
+        else ZaberEmulator(axis, steps_per_mm=ZABER_STEPS)
+        if name == "zaber"
+        else AptEmulator(axis, counts_per_mm=APT_COUNTS)
+    )
+    with emu:
+        clock = SignalClock(after_calls=5, interrupt=interrupt)  # a few polls into the cycle
+        stage = _homing_stage(name, emu, clock)
+        safe = SafeStage(stage, *LIMITS_MM, MAX_STEP_MM, clock=clock)
+        with pytest.raises(type(interrupt)):
+            safe.home()
+        assert emu.axis.position_mm < 2.0  # the cycle had started: the axis left 2.0 mm
+        assert safe.stops == 1 and not emu.moving and not emu.axis.homed
+        stage.close()

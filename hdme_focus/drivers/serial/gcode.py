@@ -295,7 +295,15 @@ class GrblStage(GcodeStage):
     def _learn_setup(self) -> None:
         """Units from `$13`, work offset from `$G` (active system) and `$#` (its offsets)."""
         settings: dict[int, str] = {}
-        for line in self._query("$$"):
+        try:
+            lines = self._query("$$")
+        except CommunicationError:
+            # status answered but a line did not: GRBL is locked after a limit alarm
+            # ([MSG:Reset to continue]); only a reset unlocks it
+            if self.link.dead or not self._reset():
+                raise
+            lines = self._query("$$")
+        for line in lines:
             key, sep, value = line.partition("=")
             if sep and key[1:].isdigit():
                 settings[int(key[1:])] = value

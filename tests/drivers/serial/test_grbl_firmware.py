@@ -258,3 +258,16 @@ def test_wco_comes_right_after_a_reset_and_critical_lock_ignores_lines(
     link.write(b"$X\n")  # ignored, unanswered, until 0x18
     assert link.read_line(0.2) is None and emu.critical
     link.close()
+
+
+def test_connecting_to_a_controller_locked_by_an_earlier_alarm_resets_it(
+    emu: GcodeEmulator,
+) -> None:
+    with emu.lock:
+        emu.settings[20] = 1
+        emu._critical_alarm(2)  # left locked by an earlier run: lines go unanswered
+        emu.connected_mid_session()
+    stage = connect(emu)
+    assert not emu.critical and emu.resets == 1
+    assert not stage.is_homed()  # Alarm until unlocked or homed, as GRBL says
+    stage.close()
