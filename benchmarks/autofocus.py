@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from hdme_focus.config import CameraConfig, InstrumentConfig, SceneConfig, StageConfig
+from hdme_focus.core.atomic import json_safe
 from hdme_focus.core.frame import to_gray_float
 from hdme_focus.core.roi import Roi
 from hdme_focus.drivers.base import SafeStage
@@ -443,16 +444,7 @@ def main(argv: list[str] | None = None) -> int:
     results["wall_s"] = time.perf_counter() - t0
     args.out.mkdir(parents=True, exist_ok=True)
 
-    def clean(v: Any) -> Any:
-        if isinstance(v, float) and not math.isfinite(v):
-            return None
-        if isinstance(v, dict):
-            return {str(k): clean(x) for k, x in v.items()}
-        if isinstance(v, (list, tuple)):
-            return [clean(x) for x in v]
-        return v
-
-    (args.out / "autofocus.json").write_text(json.dumps(clean(results), indent=1) + "\n")
+    (args.out / "autofocus.json").write_text(json.dumps(json_safe(results), indent=1) + "\n")
     (args.out / "autofocus.md").write_text(render(results))
     print(render(results))
     return 0

@@ -38,7 +38,7 @@ import tifffile
 from numpy.typing import NDArray
 
 from hdme_focus.config import InstrumentConfig
-from hdme_focus.core.atomic import fsync_dir, write_json_atomic
+from hdme_focus.core.atomic import atomic_write, fsync_dir, write_json_atomic
 from hdme_focus.core.errors import UsageError
 from hdme_focus.core.frame import Frame
 from hdme_focus.core.roi import Roi
@@ -145,7 +145,7 @@ def _jsonable(meta: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def write_frame_tiff(path: Path, frame: Frame, index: int) -> None:
-    """Write one frame as TIFF with its metadata as JSON in the description; fsynced."""
+    """Write one frame as TIFF with its metadata as JSON in the description, atomically."""
     description = {
         "index": index,
         "position_mm": frame.position_mm,
@@ -154,10 +154,12 @@ def write_frame_tiff(path: Path, frame: Frame, index: int) -> None:
         "bit_depth": frame.bit_depth,
         "meta": _jsonable(frame.meta),
     }
-    with open(path, "wb") as fh:
-        tifffile.imwrite(fh, frame.image, description=json.dumps(description), metadata=None)
-        fh.flush()
-        os.fsync(fh.fileno())
+    atomic_write(
+        path,
+        lambda fh: tifffile.imwrite(
+            fh, frame.image, description=json.dumps(description), metadata=None
+        ),
+    )
 
 
 def read_tiff(path: Path) -> tuple[NDArray[Any], dict[str, Any]]:

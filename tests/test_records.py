@@ -146,3 +146,23 @@ def test_damaged_records_raise_record_error(
 def test_missing_directory_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(RecordError, match="no such sweep directory"):
         load_sweep(tmp_path / "nope")
+
+
+def test_a_frame_write_that_dies_midway_leaves_no_torn_tiff(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tifffile
+
+    def dies_midway(fh: Any, *args: Any, **kwargs: Any) -> None:
+        fh.write(b"II*\x00 half a frame")
+        raise OSError(28, "No space left on device")
+
+    w = _writer(tmp_path).open()
+    monkeypatch.setattr(tifffile, "imwrite", dies_midway)
+    with pytest.raises(OSError, match="No space left"):
+        w.write(_frame(0), 0.0, {"A_lap_var": 1.0})
+    assert list((tmp_path / "frames").iterdir()) == []  # neither the frame nor a temp file
+    monkeypatch.undo()
+    assert w.write(_frame(1), 0.1, {"A_lap_var": 2.0}) == 0  # no row was counted
+    w.finish("complete")
+    assert read_frame(load_sweep(tmp_path).frame_paths[0]).exposure_ms == 5.0

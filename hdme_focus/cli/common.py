@@ -23,7 +23,6 @@ from hdme_focus.core.errors import (
     DeviceError,
     HdmeError,
     InterruptedBySignal,
-    RefusedError,
     UsageError,
 )
 from hdme_focus.core.signals import signals_as_exceptions
@@ -89,10 +88,6 @@ DeviceOption: Any = typer.Option(Device.auto, "--device", help="Estimator device
 
 class UserError(UsageError):
     """A problem the user can fix; the message says the value and the fix."""
-
-
-class FocusRefused(RefusedError):
-    """Autofocus refused to move; the message says why."""
 
 
 def fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:

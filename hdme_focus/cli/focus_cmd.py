@@ -23,7 +23,6 @@ from hdme_focus.cli.common import (
     DeviceOption,
     Direction,
     EstimatorOption,
-    FocusRefused,
     Method,
     Side,
     UserError,
@@ -271,7 +270,7 @@ def autofocus_cmd(
         except AutofocusRefused as exc:
             if as_json and exc.result is not None:
                 console.print_json(json.dumps(exc.result.to_json()))
-            raise FocusRefused(str(exc)) from None
+            raise  # a RefusedError: one line, exit 4
     if as_json:
         console.print_json(json.dumps(result.to_json()))
     else:

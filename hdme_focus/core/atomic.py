@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
@@ -98,3 +99,19 @@ def write_figure_atomic(path: Path | str, figure: Any, **savefig_kwargs: Any) ->
     """Save a matplotlib figure atomically; the format follows the file's suffix."""
     fmt = Path(path).suffix.lstrip(".") or "png"
     return atomic_write(path, lambda fh: figure.savefig(fh, format=fmt, **savefig_kwargs))
+
+
+def json_safe(value: Any) -> Any:
+    """`value` as strict JSON: NaN/inf -> null, numpy scalars -> numbers, tuples -> lists.
+
+    Python's json writes NaN as a bare `NaN` that most other readers reject.
+    """
+    if isinstance(value, (np.floating, np.integer)):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Mapping):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value

@@ -10,7 +10,6 @@ Brent and sweep searches started from the same positions.
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import math
 import platform
 import time
@@ -23,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from hdme_focus.config import ConfigError, InstrumentConfig
+from hdme_focus.core.atomic import json_safe, write_json_atomic, write_text_atomic
 from hdme_focus.core.roi import Roi
 from hdme_focus.estimation.base import DefocusEstimator
 from hdme_focus.instrument.autofocus import HdmeOptions, autofocus_hdme
@@ -249,22 +249,10 @@ def run_demo(
         plot_sweep(load_sweep(sweep_dir))
 
     summary["wall_s"] = time.perf_counter() - t_start
-    (out / "demo.json").write_text(json.dumps(_clean(summary), indent=2) + "\n", encoding="utf-8")
+    write_json_atomic(out / "demo.json", json_safe(summary))
     report = out / "report.md"
-    report.write_text(render_report(summary), encoding="utf-8")
+    write_text_atomic(report, render_report(summary))
     return DemoResult(out, report, summary)
-
-
-def _clean(v: Any) -> Any:
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    if isinstance(v, dict):
-        return {str(k): _clean(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_clean(x) for x in v]
-    if isinstance(v, (np.floating, np.integer)):
-        return _clean(v.item())
-    return v
 
 
 def _f(v: Any, fmt: str = ".3f") -> str:

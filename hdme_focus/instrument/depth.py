@@ -28,6 +28,7 @@ from numpy.typing import NDArray
 
 from hdme_focus.calibration.fit import Side, focus_position_map_mm, object_distance_now_mm
 from hdme_focus.calibration.model import Calibration
+from hdme_focus.core.atomic import atomic_write, write_figure_atomic
 from hdme_focus.core.frame import Frame, saturation_mask, to_gray_float
 from hdme_focus.estimation.base import DefocusEstimator, texture_mask
 from hdme_focus.instrument.devices import Instrument
@@ -137,7 +138,9 @@ def measure_depth(
 
 
 def _tiff(path: Path, data: NDArray[Any], description: str) -> str:
-    tifffile.imwrite(path, data, description=description, metadata=None)
+    atomic_write(
+        path, lambda fh: tifffile.imwrite(fh, data, description=description, metadata=None)
+    )
     return str(path)
 
 
@@ -204,7 +207,7 @@ def plot_depth(maps: DepthMaps, path: Path) -> Path:
         ax.set_xticks([])
         ax.set_yticks([])
     fig.tight_layout()
-    fig.savefig(path)
+    write_figure_atomic(path, fig)
     return path
 
 
@@ -228,5 +231,6 @@ def write_ply(maps: DepthMaps, calibration: Calibration, path: Path) -> Path:
         "property uchar red\nproperty uchar green\nproperty uchar blue\nend_header"
     )
     table = np.column_stack([px, py, u, grey, grey, grey])
-    np.savetxt(path, table, fmt=["%.4f"] * 3 + ["%d"] * 3, header=header, comments="")
+    fmt = ["%.4f"] * 3 + ["%d"] * 3
+    atomic_write(path, lambda fh: np.savetxt(fh, table, fmt=fmt, header=header, comments=""))
     return path

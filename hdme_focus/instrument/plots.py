@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
+from hdme_focus.core.atomic import write_figure_atomic
 from hdme_focus.focus_measures import MEASURES, best_index, normalise_curve
 from hdme_focus.instrument.sweep import SIGMA_QUANTITY
 from hdme_focus.records import PLOT, SweepRecord
@@ -77,5 +78,5 @@ def plot_sweep(record: SweepRecord, path: Path | None = None) -> Path:
             fontsize=8,
             frameon=False,
         )
-    fig.savefig(path, dpi=110)
+    write_figure_atomic(path, fig, dpi=110)
     return path

@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from hdme_focus.core.atomic import json_safe
 from hdme_focus.core.errors import RefusedError
 from hdme_focus.core.frame import Frame
 from hdme_focus.instrument.devices import Instrument
@@ -61,16 +62,7 @@ class AutofocusResult:
     measurements: list[dict[str, float]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
-        def clean(v: Any) -> Any:
-            if isinstance(v, float) and not math.isfinite(v):
-                return None
-            if isinstance(v, dict):
-                return {k: clean(x) for k, x in v.items()}
-            if isinstance(v, list):
-                return [clean(x) for x in v]
-            return v
-
-        return {k: clean(v) for k, v in dataclasses.asdict(self).items()}
+        return dict(json_safe(dataclasses.asdict(self)))
 
     def summary_line(self) -> str:
         head = f"autofocus {self.method}"
