@@ -120,16 +120,28 @@ def _solve(
     def residual(p: NDArray[np.float64]) -> NDArray[np.float64]:
         return vcurve_sigma_px(z, p[0], p[1], p[2]) - s
 
-    res = least_squares(residual, start, loss="soft_l1", f_scale=f_scale, bounds=(lo, hi))
+    res = least_squares(
+        residual,
+        start,
+        jac=lambda p: _jacobian(z, p),  # analytic: the bootstrap refits hundreds of times
+        loss="soft_l1",
+        f_scale=f_scale,
+        bounds=(lo, hi),
+    )
     return np.asarray(res.x, dtype=np.float64)
+
+
+def _jacobian(z: NDArray[np.float64], p: NDArray[np.float64]) -> NDArray[np.float64]:
+    """d sigma / d (z0, k, sigma0) of the V-curve at positions z."""
+    z0, k, s0 = (float(v) for v in p)
+    d = z - z0
+    sig = np.maximum(np.hypot(k * d, s0), 1e-9)
+    return np.stack([-(k * k) * d / sig, k * d * d / sig, s0 / sig], axis=1)
 
 
 def _z0_stderr(z: NDArray[np.float64], p: NDArray[np.float64], rmse: float) -> float:
     """Standard error of z0 from the Jacobian of the final (least-squares) fit."""
-    z0, k, s0 = (float(v) for v in p)
-    d = z - z0
-    sig = np.maximum(np.hypot(k * d, s0), 1e-9)
-    jac = np.stack([-(k * k) * d / sig, k * d * d / sig, s0 / sig], axis=1)
+    jac = _jacobian(z, p)
     dof = max(len(z) - 3, 1)
     try:
         cov = np.linalg.pinv(jac.T @ jac) * (rmse * rmse * len(z) / dof)

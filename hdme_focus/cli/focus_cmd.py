@@ -344,20 +344,23 @@ def demo_cmd(
     config: Path | None = ConfigOption,
 ) -> None:
     """Sweep, calibrate, autofocus from random starts and depth on the simulator; report.md."""
+    from hdme_focus.cli.output import progress_bar
     from hdme_focus.instrument.demo import DemoOptions, run_demo
 
     if trials < 1:
         raise UserError(f"--trials {trials}: must be at least 1")
     cfg = get_config(config)
     est = load_estimator(estimator, device, config=cfg)
-    result = run_demo(
-        cfg,
-        out,
-        est,
-        DemoOptions(trials_per_roi=trials, seed=seed),
-        say=lambda msg: err_console.print(msg, highlight=False),
-        overwrite=overwrite,
-    )
+    with progress_bar(err_console, "demo") as progress:
+        result = run_demo(
+            cfg,
+            out,
+            est,
+            DemoOptions(trials_per_roi=trials, seed=seed),
+            say=lambda msg: err_console.print(msg, highlight=False),
+            overwrite=overwrite,
+            progress=progress,
+        )
     stats = result.summary["autofocus"]["by_method"].get("hdme", {})
     if stats:
         console.print(

@@ -147,8 +147,14 @@ def run_demo(
     options: DemoOptions | None = None,
     say: Say | None = None,
     overwrite: bool = False,
+    progress: Callable[[int, int], None] | None = None,
 ) -> DemoResult:
-    """Run the whole tour into out_dir and write report.md (+ demo.json, plots)."""
+    """Run the whole tour into out_dir and write report.md (+ demo.json, plots).
+
+    `progress(done, total)` is called per frame of the sweep, per frame of the
+    calibration and per autofocus trial (each phase counts from 0; `say` names it).
+    """
+    tick = progress or (lambda done, total: None)
     opts = options or DemoOptions()
     log: Say = say or (lambda _msg: None)
     out = Path(out_dir)
@@ -179,12 +185,13 @@ def run_demo(
             estimator=estimator,
             overwrite=overwrite,
             metadata={"step_mm": opts.sweep_step_mm},
+            progress=lambda done, total, _position_mm: tick(done, total),
         )
         summary["sweep"] = {"frames": len(positions), "wall_s": time.perf_counter() - t0}
 
         # 2. calibrate
         log("calibrate: fitting a V-curve per region")
-        cal_run = calibrate_sweep(sweep_dir, estimator)
+        cal_run = calibrate_sweep(sweep_dir, estimator, progress=tick)
         cal = cal_run.calibration
         cal_path = cal.save(out / "calibration.json")
         plot_calibration(cal_run, out / "calibration.png")
@@ -199,6 +206,7 @@ def run_demo(
         calibrated = {r.name for r in cal.rois}
         trial_rois = {n: roi for n, roi in rois.items() if n in calibrated}
         log(f"autofocus: {opts.trials_per_roi} random starts for each of {len(trial_rois)} regions")
+        n_trials, done = len(trial_rois) * opts.trials_per_roi, 0
         for name, roi in trial_rois.items():
             truth, dof = ground_truth(inst, roi)
             lo = max(inst.stage.min_mm, truth - opts.start_within_dof * dof)
@@ -215,6 +223,8 @@ def run_demo(
                 for label, attempt in attempts.items():
                     result = run_from(inst, start, attempt)
                     rows.append(trial_row(result, label, name, truth, dof))
+                done += 1
+                tick(done, n_trials)
         summary["autofocus"] = {
             "trials": rows,
             "by_method": {
