@@ -42,8 +42,8 @@ from hdme_focus.core.roi import Roi
 from hdme_focus.drivers.base import SafeStage
 from hdme_focus.drivers.replay import ReplayCamera, ReplayStage, load_recording
 from hdme_focus.drivers.sim import SimClock
+from hdme_focus.estimation import load_estimator
 from hdme_focus.estimation.base import DefocusEstimator
-from hdme_focus.estimation.estimator import load_estimator
 from hdme_focus.focus_measures import focus_measures
 from hdme_focus.instrument.autofocus import (
     HdmeOptions,

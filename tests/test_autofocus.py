@@ -17,7 +17,7 @@ from hdme_focus.calibration.model import Calibration
 from hdme_focus.cli import _register, app
 from hdme_focus.config import CameraConfig, InstrumentConfig, PathsConfig, SceneConfig, to_toml
 from hdme_focus.core.roi import Roi
-from hdme_focus.estimation.estimator import default_weights_path
+from hdme_focus.estimation.weights import default_weights_path
 from hdme_focus.instrument import devices
 from hdme_focus.instrument.autofocus import (
     AutofocusRefused,
@@ -423,7 +423,7 @@ def test_cli_refusal_exits_4_and_leaves_the_stage(
 @pytest.mark.parametrize("offset_dof", [-5.0, 5.0])
 def test_shipped_model_autofocus_from_both_sides(offset_dof: float, tmp_path: Path) -> None:
     """README-level: sweep with the shipped model, calibrate, focus a region from either side."""
-    from hdme_focus.estimation.estimator import load_estimator
+    from hdme_focus.estimation import load_estimator
     from hdme_focus.instrument.calibrate import calibrate_sweep
     from hdme_focus.instrument.sweep import default_rois, plan_positions, run_sweep
 

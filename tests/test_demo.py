@@ -10,7 +10,8 @@ from typer.testing import CliRunner
 
 from hdme_focus.cli import _register, app
 from hdme_focus.config import CameraConfig, ConfigError, InstrumentConfig, StageConfig
-from hdme_focus.estimation.estimator import default_weights_path, load_estimator
+from hdme_focus.estimation import load_estimator
+from hdme_focus.estimation.weights import default_weights_path
 from hdme_focus.instrument.demo import DemoOptions, run_demo
 
 _register()

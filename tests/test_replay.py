@@ -27,7 +27,7 @@ from hdme_focus.drivers.replay import (
     recording_from_files,
 )
 from hdme_focus.drivers.sim import SimClock
-from hdme_focus.estimation.estimator import load_estimator
+from hdme_focus.estimation import load_estimator
 from hdme_focus.instrument.calibrate import calibrate_sweep
 from hdme_focus.instrument.devices import open_instrument
 from hdme_focus.instrument.records import load_sweep

@@ -90,7 +90,7 @@ def estimate_cmd(
 ) -> None:
     """Write <stem>.sigma.tiff (float32 sigma in px) and <stem>.sigma.png for each IMAGE."""
     from hdme_focus.core.frame import ImageInputError
-    from hdme_focus.estimation.estimator import WeightsError, load_estimator, predict_downscaled
+    from hdme_focus.estimation.registry import load_estimator
     from hdme_focus.estimation.sources import read_image
 
     if downscale < 1:
@@ -99,9 +99,7 @@ def estimate_cmd(
         raise UserError("--weights applies to hdme-net only; drop --estimator or --weights")
     try:
         est = load_estimator(weights if weights is not None else estimator, device=device)
-    except (WeightsError, ImageInputError) as exc:
-        raise UserError(str(exc)) from None
-    except (KeyError, ValueError) as exc:
+    except (KeyError, ValueError) as exc:  # WeightsError and UsageError are ValueErrors
         raise UserError(str(exc)) from None
     out.mkdir(parents=True, exist_ok=True)
     failed = 0
@@ -113,7 +111,7 @@ def estimate_cmd(
             failed += 1
             continue
         try:
-            sigma = predict_downscaled(est, gray, downscale)
+            sigma = est.predict(gray, downscale=downscale)
         except ImageInputError as exc:
             err_console.print(f"[bold red]error:[/] {path}: {exc}, skipped")
             failed += 1

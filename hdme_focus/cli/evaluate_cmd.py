@@ -3,31 +3,27 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from hdme_focus.cli import UserError, app, console, handle_errors
 
+if TYPE_CHECKING:
+    from hdme_focus.estimation.base import DefocusEstimator
 
-def _load(weights: Path | None, estimator: str | None, device: str) -> object:
-    from hdme_focus.estimation.baselines import BASELINES, get_baseline
+
+def _load(weights: Path | None, estimator: str | None, device: str) -> DefocusEstimator:
+    from hdme_focus.estimation.registry import load_estimator
 
     if weights is not None and estimator not in (None, "hdme", "hdme-net"):
         raise UserError("--weights applies to hdme-net only; drop --estimator or --weights")
-    if weights is None and estimator in BASELINES:
-        return get_baseline(estimator)
-    try:
-        from hdme_focus.estimation.estimator import load_estimator
-    except ImportError:
-        raise UserError(
-            f"HDME-Net is not available in this install; use --estimator {' or '.join(BASELINES)}"
-        ) from None
     try:
         return load_estimator(weights if weights is not None else estimator, device=device)
     except FileNotFoundError:
         raise
     except (ValueError, KeyError, LookupError) as exc:
-        hint = "" if weights or estimator else f" (or pick --estimator {BASELINES[0]})"
+        hint = "" if weights or estimator else " (or pick --estimator reblur)"
         raise UserError(f"estimator {estimator or weights or 'default'}: {exc}{hint}") from None
 
 
@@ -36,7 +32,9 @@ def _load(weights: Path | None, estimator: str | None, device: str) -> object:
 def evaluate_cmd(
     weights: Path | None = typer.Option(None, "--weights", help="HDME-Net weights (.safetensors)."),
     estimator: str | None = typer.Option(
-        None, "--estimator", help="hdme-net (default), reblur or focus-measure."
+        None,
+        "--estimator",
+        help="hdme-lite (default), hdme-tiny, patch-classifier, reblur, focus-measure.",
     ),
     test_set: Path | None = typer.Option(
         None, "--test-set", help="A test set .npz; default: the standard held-out set."
@@ -53,7 +51,6 @@ def evaluate_cmd(
 ) -> None:
     """MAE/MSE of sigma/sigma_max, AbsRel, RMSE, delta<1.25^k: all, textured, per sigma bin."""
     from hdme_focus.core.frame import ImageInputError
-    from hdme_focus.estimation.base import DefocusEstimator
     from hdme_focus.estimation.evaluate import (
         evaluate,
         render_table,
@@ -64,8 +61,6 @@ def evaluate_cmd(
     from hdme_focus.estimation.synthesis import load_test_set
 
     est = _load(weights, estimator, device)
-    if not isinstance(est, DefocusEstimator):  # pragma: no cover - guarded by the loaders
-        raise UserError(f"{est!r} is not a defocus estimator")
     try:
         if test_set is not None:
             if not test_set.is_file():

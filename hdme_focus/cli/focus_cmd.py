@@ -68,7 +68,7 @@ def _user_errors() -> tuple[type[Exception], ...]:
 
 def load_estimator_for(name: str, device: str, config: InstrumentConfig) -> Any:
     """The estimator the user named; 'default' honours paths.weights."""
-    from hdme_focus.estimation.estimator import load_estimator
+    from hdme_focus.estimation.registry import load_estimator
 
     target: str | Path | None = None if name == "default" else name
     if target is None and config.paths.weights is not None:

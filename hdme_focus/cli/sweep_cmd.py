@@ -54,17 +54,8 @@ def _estimator(name: str, device: str, config: InstrumentConfig) -> Any:
     """None for 'none'; 'default' is paths.weights or the shipped model; else a name or file."""
     if name.lower() == "none":
         return None
-    import importlib
+    from hdme_focus.estimation.registry import load_estimator
 
-    try:
-        module = importlib.import_module("hdme_focus.estimation.estimator")
-    except ModuleNotFoundError:
-        module = None
-    load_estimator = getattr(module, "load_estimator", None)
-    if load_estimator is None:
-        raise UserError(
-            f"--estimator {name}: no estimator is available in this build; use --estimator none"
-        )
     target: str | Path | None = None if name == "default" else name
     if target is None and config.paths.weights is not None:
         target = config.paths.weights

@@ -1,23 +1,24 @@
-"""Frame -> per-pixel defocus blur (sigma in px). Knows no hardware.
+"""Frame -> per-pixel defocus blur (sigma in px) and a confidence. Knows no hardware.
 
-`load_estimator()` returns the shipped HDME-Net; `load_estimator("reblur")` a
-classical baseline; both follow `base.DefocusEstimator`. Imported lazily so that
-`hdme_focus.estimation.base` stays free of torch.
+`load_estimator()` returns the default (shipped hdme-lite), `create_estimator(name)`
+any name in `estimator_names()`; all follow `base.DefocusEstimator`. Torch is
+imported only by the estimators that need it, so `base` and the classical
+baselines work without it.
 """
 
-from __future__ import annotations
+from hdme_focus.estimation.base import DefocusEstimate, DefocusEstimator
+from hdme_focus.estimation.registry import (
+    DEFAULT_ESTIMATOR,
+    create_estimator,
+    estimator_names,
+    load_estimator,
+)
 
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from hdme_focus.estimation.estimator import HDMEEstimator, WeightsError, load_estimator
-
-__all__ = ["HDMEEstimator", "WeightsError", "load_estimator"]
-
-
-def __getattr__(name: str) -> Any:
-    if name in __all__:
-        from hdme_focus.estimation import estimator
-
-        return getattr(estimator, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__all__ = [
+    "DEFAULT_ESTIMATOR",
+    "DefocusEstimate",
+    "DefocusEstimator",
+    "create_estimator",
+    "estimator_names",
+    "load_estimator",
+]

@@ -1,11 +1,15 @@
-"""What every defocus estimator shares: the protocol, input normalisation, ROI statistics.
+"""What every defocus estimator shares: the interface, downscaling, confidence, ROI statistics.
 
-Any estimator (HDME-Net or a classical baseline) turns one frame into a per-pixel
-Gaussian blur sigma in pixels. Callers above (instrument, CLI) depend only on this.
+Any estimator (HDME-Net, a classical baseline, the patch classifier) turns one
+frame into a per-pixel Gaussian blur sigma in pixels and a confidence in [0, 1].
+Callers above (instrument, CLI) depend only on `DefocusEstimator`; they never
+probe an estimator for what it can do. Free of torch, so the classical
+estimators work without it.
 """
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -13,31 +17,138 @@ import cv2
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from hdme_focus.core.frame import F32, ImageInputError, saturation_mask
+from hdme_focus.core.frame import F32, ImageInputError, saturation_mask, to_gray_float
+
+MIN_DOWNSCALED_PX = 8  # a downscaled frame keeps at least this many pixels per side
+TEXTURE_STD = 0.01  # local std (full scale) at which a pixel counts as textured
+
+
+@dataclass(frozen=True)
+class DefocusEstimate:
+    """A sigma map (px) and how far to trust each pixel of it (0 = not at all, 1 = fully)."""
+
+    sigma_px: F32
+    confidence: F32
 
 
 @runtime_checkable
 class DefocusEstimator(Protocol):
-    name: str
+    """Frame -> blur map. `name` identifies the method and its weights (calibrations keep it)."""
 
-    def predict(self, image: ArrayLike, bit_depth: int | None = None) -> F32:
-        """HxW float32 blur sigma in pixels for a gray or RGB frame of any dtype."""
+    name: str
+    sigma_max_px: float
+
+    def predict(
+        self, image: ArrayLike, bit_depth: int | None = None, *, downscale: float = 1.0
+    ) -> F32:
+        """HxW float32 blur sigma in px for a gray or RGB frame of any dtype.
+
+        downscale=k > 1 estimates on the frame resized by 1/k and multiplies sigma
+        by k: blur up to k * sigma_max_px becomes measurable, on a k times coarser map.
+        """
+        ...
+
+    def estimate(
+        self, image: ArrayLike, bit_depth: int | None = None, *, downscale: float = 1.0
+    ) -> DefocusEstimate:
+        """`predict` plus a per-pixel confidence in [0, 1]."""
         ...
 
 
+def check_downscale(downscale: float) -> None:
+    if not downscale >= 1.0:
+        raise ImageInputError(f"downscale must be >= 1, got {downscale}; use 1 for full size")
+
+
+def shrink(gray01: F32, downscale: float) -> F32:
+    """The frame resized by 1/downscale (area average), at least MIN_DOWNSCALED_PX a side."""
+    if downscale == 1.0:
+        return gray01
+    h, w = gray01.shape
+    size = (
+        max(MIN_DOWNSCALED_PX, round(w / downscale)),
+        max(MIN_DOWNSCALED_PX, round(h / downscale)),
+    )
+    return np.asarray(cv2.resize(gray01, size, interpolation=cv2.INTER_AREA), dtype=np.float32)
+
+
+def enlarge(small: F32, shape: tuple[int, ...]) -> F32:
+    """A coarse map back at the frame's size (bilinear); unchanged if already that size."""
+    if small.shape == shape:
+        return small
+    h, w = shape[:2]
+    return np.asarray(cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR), dtype=np.float32)
+
+
 def texture_mask(
-    gray01: ArrayLike, threshold: float = 0.01, window_px: int = 15
+    gray01: ArrayLike, threshold: float = TEXTURE_STD, window_px: int = 15
 ) -> NDArray[np.bool_]:
     """Pixels with enough local contrast for blur to be measurable.
 
     Local standard deviation over a window, relative to full scale; flat regions
     carry no defocus information for any estimator.
     """
+    return np.asarray(local_std(gray01, window_px) > threshold)
+
+
+def local_std(gray01: ArrayLike, window_px: int = 15) -> F32:
+    """Standard deviation over a window_px box around each pixel (full-scale units)."""
     g = np.asarray(gray01, dtype=np.float32)
     mean = cv2.blur(g, (window_px, window_px))
     sq = cv2.blur(g * g, (window_px, window_px))
-    std = np.sqrt(np.clip(sq - mean * mean, 0.0, None))
-    return np.asarray(std > threshold)
+    return np.asarray(np.sqrt(np.clip(sq - mean * mean, 0.0, None)), dtype=np.float32)
+
+
+def texture_confidence(gray01: F32, window_px: int = 15) -> F32:
+    """Heuristic confidence for estimators without their own: texture, and not clipped.
+
+    s / (s + TEXTURE_STD) of the local std s: 0.5 at the texture threshold, towards 1
+    on strong texture, 0 on flat regions (no blur information) and on saturated
+    pixels (clipping destroys the edge profile every estimator reads).
+    """
+    s = local_std(gray01, window_px)
+    conf = s / (s + np.float32(TEXTURE_STD))
+    conf[saturation_mask(gray01)] = 0.0
+    return conf.astype(np.float32)
+
+
+class GrayEstimator(ABC):
+    """The shared body of the interface: one gray conversion, downscaling, confidence.
+
+    Subclasses implement `predict_gray` on a gray float frame at the scale they
+    are given; they override `estimate_gray` when they have a better confidence
+    than the texture heuristic.
+    """
+
+    name: str
+    sigma_max_px: float
+
+    @abstractmethod
+    def predict_gray(self, gray01: F32) -> F32:
+        """Sigma (px) of a gray [0, 1] float32 frame, same shape."""
+
+    def estimate_gray(self, gray01: F32) -> DefocusEstimate:
+        return DefocusEstimate(self.predict_gray(gray01), texture_confidence(gray01))
+
+    def predict(
+        self, image: ArrayLike, bit_depth: int | None = None, *, downscale: float = 1.0
+    ) -> F32:
+        check_downscale(downscale)
+        gray = to_gray_float(image, bit_depth)
+        sigma = self.predict_gray(shrink(gray, downscale)) * np.float32(downscale)
+        return enlarge(sigma, gray.shape)
+
+    def estimate(
+        self, image: ArrayLike, bit_depth: int | None = None, *, downscale: float = 1.0
+    ) -> DefocusEstimate:
+        check_downscale(downscale)
+        gray = to_gray_float(image, bit_depth)
+        est = self.estimate_gray(shrink(gray, downscale))
+        confidence = np.clip(enlarge(est.confidence, gray.shape), 0.0, 1.0)
+        return DefocusEstimate(
+            enlarge(est.sigma_px * np.float32(downscale), gray.shape),
+            confidence.astype(np.float32),
+        )
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,10 @@ for shuffled (spatial-aliasing) textures; sensor noise is assumed below
 `noise_max` of full scale, which separates sharp texture from noise. It is a
 focus-measure ratio (gradient energy before/after a known re-blur) made robust
 to noise by the extra bands.
+
+Both take the estimator interface's `downscale` (from `base.GrayEstimator`), so
+calibration fits their coarse curve too, and report the texture heuristic as
+confidence.
 """
 
 from __future__ import annotations
@@ -29,13 +33,13 @@ from functools import lru_cache
 
 import cv2
 import numpy as np
-from numpy.typing import ArrayLike, NDArray
+from numpy.typing import NDArray
 
 from hdme_focus import render
-from hdme_focus.core.frame import to_gray_float
-from hdme_focus.estimation.base import F32, DefocusEstimator
+from hdme_focus.core.frame import F32
+from hdme_focus.estimation.base import GrayEstimator
 
-BASELINES: tuple[str, ...] = ("reblur", "focus-measure")
+BASELINES: tuple[str, ...] = ("reblur", "focus-measure")  # registry names of the classes below
 
 _SECOND_DIFF = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], dtype=np.float32)
 
@@ -60,7 +64,7 @@ def _white_gradient_rms(presmooth_px: float) -> float:
     return float(np.sqrt(energy.mean()))
 
 
-class ReblurEstimator:
+class ReblurEstimator(GrayEstimator):
     """Zhuo & Sim (2011) edge re-blur ratio, densified by normalised convolution."""
 
     name = "reblur"
@@ -97,13 +101,12 @@ class ReblurEstimator:
         sigma[measurable] = np.sqrt(np.maximum(total**2 - self.presmooth_px**2, 0.0))
         return np.clip(sigma, 0.0, self.sigma_max_px).astype(np.float32), edges
 
-    def predict(self, image: ArrayLike, bit_depth: int | None = None) -> F32:
-        gray = to_gray_float(image, bit_depth)
-        sigma, edges = self.sparse(gray)
+    def predict_gray(self, gray01: F32) -> F32:
+        sigma, edges = self.sparse(gray01)
         if not edges.any():
-            return np.full(gray.shape, self.sigma_max_px, dtype=np.float32)
+            return np.full(gray01.shape, self.sigma_max_px, dtype=np.float32)
         weight = edges.astype(np.float32)
-        out = np.full(gray.shape, float(np.median(sigma[edges])), dtype=np.float32)
+        out = np.full(gray01.shape, float(np.median(sigma[edges])), dtype=np.float32)
         for scale in (4.0 * self.propagate_px, self.propagate_px):  # coarse first, fine on top
             num = render.blur_uniform(sigma * weight, scale)
             den = render.blur_uniform(weight, scale)
@@ -132,7 +135,7 @@ def _bands(g: F32, reblur_px: tuple[float, ...]) -> list[F32]:
     return out
 
 
-class FocusMeasureEstimator:
+class FocusMeasureEstimator(GrayEstimator):
     """Local multi-band focus measure fitted to a calibrated blur + noise model."""
 
     name = "focus-measure"
@@ -153,13 +156,12 @@ class FocusMeasureEstimator:
         top = 1.4 * sigma_max_px
         self.grid_px = (0.0, *np.geomspace(0.2, top, 56).round(4).tolist())
 
-    def predict(self, image: ArrayLike, bit_depth: int | None = None) -> F32:
-        gray = to_gray_float(image, bit_depth)
-        h, w = gray.shape
+    def predict_gray(self, gray01: F32) -> F32:
+        h, w = gray01.shape
         small = (max(1, w // self.stride_px), max(1, h // self.stride_px))
         energies = [
             cv2.resize(render.blur_uniform(b, self.window_px), small, interpolation=cv2.INTER_AREA)
-            for b in _bands(gray, self.reblur_px)
+            for b in _bands(gray01, self.reblur_px)
         ]
         fit = self._fit(np.stack([e.ravel() for e in energies]).astype(np.float64))
         sigma = cv2.resize(fit.reshape(small[1], small[0]), (w, h), interpolation=cv2.INTER_LINEAR)
@@ -197,12 +199,3 @@ class FocusMeasureEstimator:
             best[better] = r[better]
             best_sigma[better] = sigma
         return best_sigma
-
-
-def get_baseline(name: str, sigma_max_px: float = 10.0) -> DefocusEstimator:
-    """A classical estimator by name: 'reblur' or 'focus-measure'."""
-    if name == "reblur":
-        return ReblurEstimator(sigma_max_px=sigma_max_px)
-    if name == "focus-measure":
-        return FocusMeasureEstimator(sigma_max_px=sigma_max_px)
-    raise ValueError(f"unknown baseline {name!r}; choose one of: {', '.join(BASELINES)}")

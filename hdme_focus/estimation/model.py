@@ -15,7 +15,7 @@ spatial structure only.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import Literal, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 STD_FLOOR = 1e-4  # a perfectly flat frame is standardised to zeros, not to NaN
 BN_MOMENTUM = 0.1
+M = TypeVar("M", bound=nn.Module)
 
 
 class HDMENetConfig(BaseModel):
@@ -318,7 +319,7 @@ def standardize(x: Tensor) -> Tensor:
     return (x - mean) / std
 
 
-def fuse_for_inference(model: HDMENet) -> HDMENet:
+def fuse_for_inference(model: M) -> M:
     """Fold every BatchNorm into the convolution before it (eval only; ~1.4x faster on CPU)."""
     from torch.nn.utils.fusion import fuse_conv_bn_eval
 
@@ -337,3 +338,143 @@ def fuse_for_inference(model: HDMENet) -> HDMENet:
                     setattr(mod, f"conv{k}", fuse_conv_bn_eval(c, b))
                     setattr(mod, f"bn{k}", nn.Identity())
     return model
+
+
+# --------------------------------------------------------------------------- patch classifier
+# MobileNetV2 (Sandler et al. 2018), the network Galetto & Deng (arXiv 2107.14443) chose to
+# classify 32 x 32 gray patches into blur levels. Written here rather than imported:
+# torchvision does not import beside the CPU build of torch this project installs.
+
+
+class PatchNetConfig(BaseModel):
+    """Architecture of one MobileNetV2 patch classifier; stored in the weights' metadata."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    in_channels: int = 1
+    patch_px: int = Field(default=32, ge=8)
+    num_classes: int = Field(default=20, ge=2)
+    width_mult: float = Field(default=1.0, gt=0)
+    # (expansion t, channels c, repeats n, first stride s) of the paper's Table 2
+    blocks: tuple[tuple[int, int, int, int], ...] = (
+        (1, 16, 1, 1),
+        (6, 24, 2, 2),
+        (6, 32, 3, 2),
+        (6, 64, 4, 2),
+        (6, 96, 3, 1),
+        (6, 160, 3, 2),
+        (6, 320, 1, 1),
+    )
+    stem_channels: int = 32
+    stem_stride: int = Field(
+        default=1, ge=1, le=2
+    )  # 1 for 32 px patches (the paper's 2 is for 224)
+    last_channels: int = 1280
+    dropout: float = Field(default=0.2, ge=0, lt=1)
+
+
+def _make_divisible(v: float, divisor: int = 8) -> int:
+    """Channel counts rounded to a multiple of 8 as in the reference MobileNetV2."""
+    new = max(divisor, int(v + divisor / 2) // divisor * divisor)
+    return new + divisor if new < 0.9 * v else new
+
+
+def _conv_bn_relu6(cin: int, cout: int, k: int, stride: int = 1, groups: int = 1) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, k, stride, (k - 1) // 2, groups=groups, bias=False),
+        _bn(cout),
+        nn.ReLU6(inplace=True),
+    )
+
+
+class InvertedResidual(nn.Module):
+    """Expand (1x1), depthwise 3x3, project (1x1, linear); residual when shapes match."""
+
+    def __init__(self, cin: int, cout: int, stride: int, expansion: int) -> None:
+        super().__init__()
+        hidden = cin * expansion
+        layers: list[nn.Module] = []
+        if expansion != 1:
+            layers.append(_conv_bn_relu6(cin, hidden, 1))
+        layers += [
+            _conv_bn_relu6(hidden, hidden, 3, stride, groups=hidden),
+            nn.Conv2d(hidden, cout, 1, bias=False),
+            _bn(cout),
+        ]
+        self.conv = nn.Sequential(*layers)
+        self.residual = stride == 1 and cin == cout
+
+    def forward(self, x: Tensor) -> Tensor:
+        y: Tensor = self.conv(x)
+        return x + y if self.residual else y
+
+
+class PatchNet(nn.Module):
+    """Patches [N, 1, P, P] (each standardised) -> logits [N, num_classes] of blur levels."""
+
+    def __init__(self, config: PatchNetConfig) -> None:
+        super().__init__()
+        c = config
+        self.config = c
+        cin = _make_divisible(c.stem_channels * c.width_mult)
+        layers: list[nn.Module] = [_conv_bn_relu6(c.in_channels, cin, 3, c.stem_stride)]
+        for t, ch, n, s in c.blocks:
+            cout = _make_divisible(ch * c.width_mult)
+            for i in range(n):
+                layers.append(InvertedResidual(cin, cout, s if i == 0 else 1, t))
+                cin = cout
+        last = _make_divisible(c.last_channels * max(1.0, c.width_mult))
+        layers.append(_conv_bn_relu6(cin, last, 1))
+        self.features = nn.Sequential(*layers)
+        self.classifier = nn.Sequential(nn.Dropout(c.dropout), nn.Linear(last, c.num_classes))
+
+    def forward(self, x: Tensor) -> Tensor:
+        f = self.features(x).mean(dim=(-2, -1))
+        out: Tensor = self.classifier(f)
+        return out
+
+
+PATCH_PRESETS: dict[str, PatchNetConfig] = {
+    # The paper's network at full width (~2.2 M parameters).
+    "mobilenetv2-100": PatchNetConfig(),
+    # Half width, short head: the shipped CPU preset (sliding windows are thousands of patches).
+    "mobilenetv2-050": PatchNetConfig(width_mult=0.5, last_channels=320),
+    # Smallest, for quick tests.
+    "mobilenetv2-025": PatchNetConfig(width_mult=0.25, last_channels=160),
+}
+DEFAULT_PATCH_PRESET = "mobilenetv2-050"
+
+
+def build_patch_net(preset_or_config: str | PatchNetConfig = DEFAULT_PATCH_PRESET) -> PatchNet:
+    if isinstance(preset_or_config, PatchNetConfig):
+        return PatchNet(preset_or_config)
+    try:
+        return PatchNet(PATCH_PRESETS[preset_or_config])
+    except KeyError:
+        raise ValueError(
+            f"unknown patch preset {preset_or_config!r}; choose one of {', '.join(PATCH_PRESETS)}"
+        ) from None
+
+
+# --------------------------------------------------------------------------- weight headers
+# The architecture key in a weights header -> how to rebuild the network. Files written
+# before the key existed are HDME-Net.
+
+Network = HDMENet | PatchNet
+ARCHITECTURES: dict[str, tuple[type[HDMENetConfig] | type[PatchNetConfig], str]] = {
+    "hdme-net": (HDMENetConfig, "per-frame-standardize"),
+    "patch-mobilenetv2": (PatchNetConfig, "per-patch-standardize"),
+}
+
+
+def architecture_of(model: Network) -> str:
+    return "patch-mobilenetv2" if isinstance(model, PatchNet) else "hdme-net"
+
+
+def build_network(architecture: str, config_json: str) -> Network:
+    """Rebuild a network from a weights header (ValueError on an unknown or invalid one)."""
+    if architecture not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {architecture!r}")
+    cls, _ = ARCHITECTURES[architecture]
+    config = cls.model_validate_json(config_json)
+    return PatchNet(config) if isinstance(config, PatchNetConfig) else HDMENet(config)

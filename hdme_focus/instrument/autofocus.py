@@ -247,10 +247,7 @@ def estimate_roi(
     crop = frame.image[y0:y1, x0:x1]
     gray = to_gray_float(crop, frame.bit_depth)
     inner = (roi.x - x0, roi.y - y0, roi.w, roi.h)
-    if downscale == 1.0:
-        sigma_map = estimator.predict(crop, frame.bit_depth)
-    else:
-        sigma_map = estimator.predict(crop, frame.bit_depth, downscale=downscale)  # type: ignore[call-arg]
+    sigma_map = estimator.predict(gray, downscale=downscale)  # gray already: no second conversion
     return roi_sigma(sigma_map, gray, inner)
 
 

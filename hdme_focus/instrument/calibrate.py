@@ -9,12 +9,10 @@ usable nothing is saved and the error says what to record instead.
 
 from __future__ import annotations
 
-import inspect
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -88,13 +86,11 @@ def _roi_sigmas(
 
 def coarse_sigmas(
     record: SweepRecord, estimator: DefocusEstimator, downscale: float = COARSE_DOWNSCALE
-) -> dict[str, NDArray[np.float64]] | None:
-    """Per-ROI blur estimated on downscaled frames; None if the estimator cannot downscale."""
-    params = inspect.signature(estimator.predict).parameters.values()
-    if not any(p.name == "downscale" or p.kind is p.VAR_KEYWORD for p in params):
-        return None
-    predict: Any = estimator.predict  # the protocol does not declare `downscale`
-    return _roi_sigmas(record, lambda f: predict(f.image, f.bit_depth, downscale=downscale))
+) -> dict[str, NDArray[np.float64]]:
+    """Per-ROI blur estimated on downscaled frames (every estimator takes `downscale`)."""
+    return _roi_sigmas(
+        record, lambda f: estimator.predict(f.image, f.bit_depth, downscale=downscale)
+    )
 
 
 def _fit_coarse(
@@ -166,10 +162,9 @@ def calibrate_sweep(
     wanted: dict[str, NDArray[np.float64]] = {}
     if same and sigma_max and estimator is not None:
         by_scale = coarse_sigmas(record, estimator)
-        if by_scale is not None:
-            good_names = {n for n, _, _ in good}
-            wanted = {n: v for n, v in by_scale.items() if n in good_names}
-            coarse = _fit_coarse(positions, wanted, float(sigma_max), COARSE_DOWNSCALE)
+        good_names = {n for n, _, _ in good}
+        wanted = {n: v for n, v in by_scale.items() if n in good_names}
+        coarse = _fit_coarse(positions, wanted, float(sigma_max), COARSE_DOWNSCALE)
     calibration = build_calibration(
         good,
         lens=lens,

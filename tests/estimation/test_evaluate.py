@@ -111,7 +111,7 @@ def test_cli_evaluates_a_baseline_and_writes_json(tiny: dict[str, F32], tmp_path
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--estimator", "sobel"], "unknown baseline 'sobel'"),
+        (["--estimator", "sobel"], "unknown estimator 'sobel'"),
         (["--estimator", "reblur", "--test-set", "missing.npz"], "file not found"),
         (["--estimator", "reblur", "--weights", "w.safetensors"], "--weights applies"),
     ],

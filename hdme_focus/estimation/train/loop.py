@@ -1,4 +1,4 @@
-"""Train an HDME-Net preset on synthetic defocus samples; checkpoints, resume, export.
+"""The training loop: an HDME-Net preset on synthetic defocus samples, with resume.
 
 Determinism: the batch of step s is samples [s*B*W + r*B, ...) of a seeded
 on-the-fly dataset (W ranks, rank r), and the learning rate is a pure function
@@ -16,97 +16,41 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import os
 import platform
 import time
-import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 from torch.utils.data import DataLoader
 
 from hdme_focus.estimation.base import texture_mask
-from hdme_focus.estimation.estimator import read_weights, resolve_device, save_weights
+from hdme_focus.estimation.devices import resolve_device
 from hdme_focus.estimation.model import (
-    DEFAULT_PRESET,
     PRESETS,
-    HDMENet,
     build_model,
     count_params,
     standardize,
 )
-from hdme_focus.estimation.synthesis import SynthesisRecipe, SyntheticDefocusDataset, make_test_set
+from hdme_focus.estimation.synthesis import SyntheticDefocusDataset, make_test_set
+from hdme_focus.estimation.train.checkpoints import (
+    BEST_NAME,
+    CKPT_NAME,
+    checkpoint_meta,
+    load_checkpoint,
+    save_checkpoint,
+)
+from hdme_focus.estimation.train.recipe import TrainRecipe, lr_at
+from hdme_focus.estimation.weights import read_weights, save_weights
 
-RECIPES_DIR = Path(__file__).parent / "recipes"
-CKPT_NAME, BEST_NAME = "checkpoint.safetensors", "best.safetensors"
 METRICS_NAME = "metrics.csv"
 METRIC_FIELDS = ("step", "loss", "lr", "val_mae_px", "val_mae_norm_textured", "elapsed_s")
-
-
-class TrainRecipe(BaseModel):
-    """Everything that decides a training run (stored in checkpoints and the model card)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    preset: str = DEFAULT_PRESET
-    steps: int = Field(6000, ge=1)
-    batch_size: int = Field(16, ge=1)
-    crop_px: int = Field(80, ge=16)
-    lr: float = Field(2e-3, gt=0)
-    weight_decay: float = Field(0.0, ge=0)
-    schedule: Literal["onecycle", "cosine", "constant"] = "onecycle"
-    warmup_fraction: float = Field(0.05, ge=0, lt=1)
-    loss: Literal["l1", "l1+mse"] = "l1"
-    mse_weight: float = Field(0.5, ge=0)
-    contrast_jitter: float = Field(0.2, ge=0, description="log-gain jitter after standardising")
-    grad_clip: float = Field(1.0, gt=0)
-    val_every: int = Field(250, ge=1)
-    val_samples: int = Field(48, ge=1)
-    val_crop_px: int = Field(128, ge=16)
-    checkpoint_every: int = Field(250, ge=1)
-    seed: int = 0
-    num_workers: int = Field(1, ge=0)
-    heldout_fraction: float = Field(0.25, ge=0, lt=1)
-    source_dir: str | None = None
-    max_minutes: float | None = Field(None, gt=0)
-    init_weights: str | None = None  # fine-tune from these weights instead of a random start
-    synthesis: SynthesisRecipe = SynthesisRecipe()
-
-
-def load_recipe(path: Path | None, **overrides: Any) -> TrainRecipe:
-    """A TOML recipe (or the defaults) with command-line overrides that are not None."""
-    data: dict[str, Any] = {}
-    if path is not None:
-        with Path(path).open("rb") as fh:
-            data = tomllib.load(fh)
-    data.update({k: v for k, v in overrides.items() if v is not None})
-    return TrainRecipe.model_validate(data)
-
-
-def lr_at(step: int, recipe: TrainRecipe, time_fraction: float = 0.0) -> float:
-    """Learning rate of step `step` (0-based); a pure function: resume needs no scheduler state.
-
-    time_fraction (share of --max-minutes used) moves the schedule on when time,
-    not steps, will end the run, so a time-capped run still ends annealed; such a
-    run resumes on the same schedule only if it runs at the same speed.
-    """
-    total = recipe.steps
-    warm = int(recipe.warmup_fraction * total)
-    if recipe.schedule == "constant":
-        return recipe.lr
-    if step < warm:
-        return recipe.lr * (step + 1) / warm
-    t = max((step - warm) / max(1, total - warm), time_fraction)
-    floor = 0.01 if recipe.schedule == "onecycle" else 0.0
-    return recipe.lr * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(t, 1.0))))
 
 
 # --------------------------------------------------------------------------- distributed
@@ -136,57 +80,6 @@ def _init_distributed(device: str) -> tuple[Dist, torch.device]:
         return Dist(rank, world, local), torch.device("cuda", local)
     dist.init_process_group("gloo")
     return Dist(rank, world, local), torch.device("cpu")
-
-
-# --------------------------------------------------------------------------- checkpoints
-
-
-def _optimizer_tensors(opt: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
-    out: dict[str, torch.Tensor] = {}
-    for pid, st in opt.state_dict()["state"].items():
-        for k, v in st.items():
-            out[f"optim.{pid}.{k}"] = torch.as_tensor(v).detach().cpu().clone().contiguous()
-    return out
-
-
-def _load_optimizer_tensors(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor]) -> None:
-    sd = opt.state_dict()
-    state: dict[int, dict[str, torch.Tensor]] = {}
-    for key, v in tensors.items():
-        _, pid, name = key.split(".", 2)
-        state.setdefault(int(pid), {})[name] = v
-    sd["state"] = state
-    opt.load_state_dict(sd)
-
-
-def save_checkpoint(
-    path: Path,
-    model: HDMENet,
-    opt: torch.optim.Optimizer,
-    step: int,
-    recipe: TrainRecipe,
-    best: float,
-) -> None:
-    from safetensors.torch import save_file
-
-    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    tensors.update(_optimizer_tensors(opt))
-    meta = {"step": str(step), "best_val": repr(best), "recipe": recipe.model_dump_json()}
-    tmp = path.with_suffix(".tmp")
-    save_file(tensors, str(tmp), metadata=meta)
-    tmp.replace(path)
-
-
-def load_checkpoint(path: Path, model: HDMENet, opt: torch.optim.Optimizer) -> tuple[int, float]:
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-
-    with safe_open(str(path), framework="pt") as fh:
-        meta = dict(fh.metadata() or {})
-    tensors = load_file(str(path))
-    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-    _load_optimizer_tensors(opt, {k: v for k, v in tensors.items() if k.startswith("optim.")})
-    return int(meta["step"]), float(meta["best_val"])
 
 
 # --------------------------------------------------------------------------- data
@@ -384,7 +277,7 @@ def train(
         if not ckpt.exists():
             raise FileNotFoundError(str(ckpt))
         start, best = load_checkpoint(ckpt, model, opt)
-        stored = TrainRecipe.model_validate_json(_ckpt_meta(ckpt)["recipe"])
+        stored = TrainRecipe.model_validate_json(checkpoint_meta(ckpt)["recipe"])
         if recipe.init_weights is None:  # the checkpoint holds them; keep the card's lineage
             recipe = recipe.model_copy(update={"init_weights": stored.init_weights})
         if stored.model_dump(exclude={"steps", "max_minutes", "num_workers"}) != recipe.model_dump(
@@ -449,7 +342,7 @@ def train(
                 pred = net(xb)
             loss = loss_fn(pred, yb, recipe)
             opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
+            scaler.scale(loss).backward()  # type: ignore[no-untyped-call]
             scaler.unscale_(opt)
             nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
             scaler.step(opt)
@@ -528,13 +421,6 @@ def _time_fraction(recipe: TrainRecipe, elapsed_before: float, t0: float) -> flo
     return (elapsed_before + time.monotonic() - t0) / (recipe.max_minutes * 60)
 
 
-def _ckpt_meta(path: Path) -> dict[str, str]:
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as fh:
-        return dict(fh.metadata() or {})
-
-
 def _elapsed_before(metrics: Path) -> float:
     if not metrics.exists():
         return 0.0
@@ -562,87 +448,3 @@ def _progress(enabled: bool) -> Any:
         TimeElapsedColumn(),
         TimeRemainingColumn(),
     )
-
-
-# --------------------------------------------------------------------------- export
-
-
-def heldout_summary(weights: Path) -> dict[str, Any]:
-    """Metrics of a weights file on `evaluate.standard_test_set()` (held-out images only)."""
-    from hdme_focus.estimation import evaluate as ev
-    from hdme_focus.estimation.estimator import load_estimator
-
-    report = ev.evaluate(load_estimator(weights, device="cpu"), ev.standard_test_set())
-    keep = ("bin_lo_px", "bin_hi_px", "mae_px", "mae_norm", "abs_rel")
-    return {
-        "test_set": f"evaluate.standard_test_set(): {ev.TEST_N} crops of {ev.TEST_CROP_PX} px "
-        f"from held-out images, seed {ev.TEST_SEED}",
-        "textured": {k: round(v, 4) for k, v in report["textured"].items()},
-        "all": {k: round(v, 4) for k, v in report["all"].items()},
-        "textured_by_bin": [
-            {k: round(v, 4) for k, v in b.items() if k in keep} for b in report["bins_textured"]
-        ],
-    }
-
-
-def _parent_history(path: Path) -> dict[str, Any]:
-    """What a fine-tuned model started from: the parent's card without its metrics."""
-    history: dict[str, Any] = {"weights": path.name}
-    try:
-        _, meta = read_weights(path)
-        parent = json.loads(meta.get("model_card", "{}"))
-    except (OSError, ValueError):
-        return {**history, "note": "parent weights not readable at export time"}
-    keep = ("name", "data_recipe", "best_step", "steps_run", "hardware", "wall_time_s", "torch")
-    history.update({k: parent[k] for k in keep if k in parent})
-    if "fine_tuned_from" in parent:
-        history["fine_tuned_from"] = parent["fine_tuned_from"]
-    return history
-
-
-def export(
-    run_dir: Path, out_path: Path, *, heldout_metrics: dict[str, Any] | None = None
-) -> tuple[Path, Path]:
-    """Best weights of a run -> a shippable .safetensors + `<stem>.json` model card beside it.
-
-    heldout_metrics None: scored here on the project's standard held-out test set.
-    """
-    best = run_dir / BEST_NAME
-    if not best.exists():
-        raise FileNotFoundError(str(best))
-    if heldout_metrics is None:
-        heldout_metrics = heldout_summary(best)
-    model, meta = read_weights(best)
-    recipe = TrainRecipe.model_validate_json((run_dir / "recipe.json").read_text())
-    info = (
-        json.loads((run_dir / "train_info.json").read_text())
-        if (run_dir / "train_info.json").exists()
-        else {}
-    )
-    card = {
-        "name": out_path.stem,
-        "preset": recipe.preset,
-        "architecture": json.loads(meta["config"]),
-        "params": count_params(model),
-        "sigma_range_px": [0.0, recipe.synthesis.sigma_max_px],
-        "input_normalization": meta["normalization"],
-        "data_recipe": json.loads(recipe.model_dump_json()),
-        "best_step": int(meta.get("step", "0")),
-        "steps_run": info.get("step"),
-        "hardware": info.get("hardware"),
-        "wall_time_s": info.get("wall_s"),
-        "torch": info.get("torch"),
-        "heldout_metrics": heldout_metrics or {},
-    }
-    if recipe.init_weights:  # fine-tuned: keep the parent's training history in the card
-        card["fine_tuned_from"] = _parent_history(Path(recipe.init_weights))
-    save_weights(
-        out_path,
-        model,
-        preset=recipe.preset,
-        sigma_max_px=recipe.synthesis.sigma_max_px,
-        extra={"step": meta.get("step", "0"), "model_card": json.dumps(card)},
-    )
-    card_path = out_path.with_suffix(".json")
-    card_path.write_text(json.dumps(card, indent=2) + "\n")
-    return out_path, card_path

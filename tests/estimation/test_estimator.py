@@ -11,15 +11,14 @@ import torch
 
 from hdme_focus.core.frame import ImageInputError
 from hdme_focus.estimation import load_estimator
-from hdme_focus.estimation.estimator import (
-    HDMEEstimator,
+from hdme_focus.estimation.estimator import HDMEEstimator
+from hdme_focus.estimation.model import build_model
+from hdme_focus.estimation.weights import (
     WeightsError,
     default_weights_path,
-    predict_downscaled,
     read_weights,
     save_weights,
 )
-from hdme_focus.estimation.model import build_model
 
 
 @pytest.fixture(scope="module")
@@ -94,10 +93,10 @@ def test_round_trip_keeps_predictions(weights: Path, tmp_path: Path) -> None:
 def test_downscale_keeps_size_and_scales_sigma(weights: Path) -> None:
     est = load_estimator(weights, device="cpu")
     img = _texture(64, 80, 6)
-    sig = predict_downscaled(est, img, 2.0)
+    sig = est.predict(img, downscale=2.0)
     assert sig.shape == (64, 80)
     with pytest.raises(ImageInputError):
-        est.predict(img, downscale=0.5)  # type: ignore[call-arg]
+        est.predict(img, downscale=0.5)
 
 
 def test_saturated_pixels_are_flagged(weights: Path) -> None:

@@ -20,8 +20,8 @@ from hdme_focus.estimation.baselines import (
     BASELINES,
     FocusMeasureEstimator,
     ReblurEstimator,
-    get_baseline,
 )
+from hdme_focus.estimation.registry import create_estimator
 from hdme_focus.estimation.synthesis import shuffle_pixels
 
 F32 = NDArray[np.float32]
@@ -65,7 +65,7 @@ def test_focus_measure_recovers_constant_blur_on_texture(sigma: float) -> None:
 
 @pytest.mark.parametrize("name", BASELINES)
 def test_baselines_share_the_estimator_api(name: str) -> None:
-    est = get_baseline(name)
+    est = create_estimator(name)
     assert isinstance(est, DefocusEstimator) and est.name == name
     rgb = np.repeat((mondrian(67)[..., None] * 255).astype(np.uint8), 3, axis=2)[:, :61]
     out = est.predict(rgb)
@@ -87,4 +87,4 @@ def test_flat_frame_reads_fully_blurred() -> None:
 
 def test_unknown_baseline_names_the_choices() -> None:
     with pytest.raises(ValueError, match="reblur, focus-measure"):
-        get_baseline("sobel")
+        create_estimator("sobel")

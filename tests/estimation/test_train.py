@@ -12,7 +12,6 @@ import torch
 from typer.testing import CliRunner
 
 from hdme_focus.estimation import load_estimator
-from hdme_focus.estimation.estimator import default_weights_path
 from hdme_focus.estimation.model import build_model, standardize
 from hdme_focus.estimation.synthesis import SynthesisRecipe, SyntheticDefocusDataset
 from hdme_focus.estimation.train import (
@@ -26,6 +25,7 @@ from hdme_focus.estimation.train import (
     lr_at,
     train,
 )
+from hdme_focus.estimation.weights import default_weights_path
 
 
 def _tiny_recipe(**kw: object) -> TrainRecipe:
@@ -95,8 +95,8 @@ def test_resume_continues_identically(tmp_path: Path) -> None:
 def test_training_never_sees_the_evaluation_images_whatever_its_seed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from hdme_focus.estimation import train as train_mod
     from hdme_focus.estimation.sources import load_source_images
+    from hdme_focus.estimation.train import loop as train_mod
 
     seen: list[list[object]] = []
 
@@ -187,7 +187,7 @@ def test_cli_estimate_writes_maps_and_reports_bad_files(tmp_path: Path) -> None:
     import tifffile
 
     from hdme_focus.cli import _register, app
-    from hdme_focus.estimation.estimator import save_weights
+    from hdme_focus.estimation.weights import save_weights
 
     _register()
     w = save_weights(

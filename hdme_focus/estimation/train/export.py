@@ -1,0 +1,91 @@
+"""Export: a run's best checkpoint -> shippable weights + a model card with held-out metrics."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from hdme_focus.estimation.model import count_params
+from hdme_focus.estimation.train.checkpoints import BEST_NAME
+from hdme_focus.estimation.train.recipe import TrainRecipe
+from hdme_focus.estimation.weights import model_card, read_weights, save_weights, write_model_card
+
+
+def heldout_summary(weights: Path) -> dict[str, Any]:
+    """Metrics of a weights file on `evaluate.standard_test_set()` (held-out images only)."""
+    from hdme_focus.estimation import evaluate as ev
+    from hdme_focus.estimation.registry import load_estimator
+
+    report = ev.evaluate(load_estimator(weights, device="cpu"), ev.standard_test_set())
+    keep = ("bin_lo_px", "bin_hi_px", "mae_px", "mae_norm", "abs_rel")
+    return {
+        "test_set": f"evaluate.standard_test_set(): {ev.TEST_N} crops of {ev.TEST_CROP_PX} px "
+        f"from held-out images, seed {ev.TEST_SEED}",
+        "textured": {k: round(v, 4) for k, v in report["textured"].items()},
+        "all": {k: round(v, 4) for k, v in report["all"].items()},
+        "textured_by_bin": [
+            {k: round(v, 4) for k, v in b.items() if k in keep} for b in report["bins_textured"]
+        ],
+    }
+
+
+def _parent_history(path: Path) -> dict[str, Any]:
+    """What a fine-tuned model started from: the parent's card without its metrics."""
+    history: dict[str, Any] = {"weights": path.name}
+    try:
+        _, meta = read_weights(path)
+        parent = model_card(meta)
+    except (OSError, ValueError):
+        return {**history, "note": "parent weights not readable at export time"}
+    keep = ("name", "data_recipe", "best_step", "steps_run", "hardware", "wall_time_s", "torch")
+    history.update({k: parent[k] for k in keep if k in parent})
+    if "fine_tuned_from" in parent:
+        history["fine_tuned_from"] = parent["fine_tuned_from"]
+    return history
+
+
+def export(
+    run_dir: Path, out_path: Path, *, heldout_metrics: dict[str, Any] | None = None
+) -> tuple[Path, Path]:
+    """Best weights of a run -> a shippable .safetensors + `<stem>.json` model card beside it.
+
+    heldout_metrics None: scored here on the project's standard held-out test set.
+    """
+    best = run_dir / BEST_NAME
+    if not best.exists():
+        raise FileNotFoundError(str(best))
+    if heldout_metrics is None:
+        heldout_metrics = heldout_summary(best)
+    model, meta = read_weights(best)
+    recipe = TrainRecipe.model_validate_json((run_dir / "recipe.json").read_text())
+    info = (
+        json.loads((run_dir / "train_info.json").read_text())
+        if (run_dir / "train_info.json").exists()
+        else {}
+    )
+    card = {
+        "name": out_path.stem,
+        "preset": recipe.preset,
+        "architecture": json.loads(meta["config"]),
+        "params": count_params(model),
+        "sigma_range_px": [0.0, recipe.synthesis.sigma_max_px],
+        "input_normalization": meta["normalization"],
+        "data_recipe": json.loads(recipe.model_dump_json()),
+        "best_step": int(meta.get("step", "0")),
+        "steps_run": info.get("step"),
+        "hardware": info.get("hardware"),
+        "wall_time_s": info.get("wall_s"),
+        "torch": info.get("torch"),
+        "heldout_metrics": heldout_metrics or {},
+    }
+    if recipe.init_weights:  # fine-tuned: keep the parent's training history in the card
+        card["fine_tuned_from"] = _parent_history(Path(recipe.init_weights))
+    save_weights(
+        out_path,
+        model,
+        preset=recipe.preset,
+        sigma_max_px=recipe.synthesis.sigma_max_px,
+        extra={"step": meta.get("step", "0"), "model_card": json.dumps(card)},
+    )
+    return out_path, write_model_card(out_path, card)
