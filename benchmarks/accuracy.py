@@ -24,7 +24,6 @@ import os
 import platform
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -33,19 +32,19 @@ import numpy as np
 import torch
 
 from hdme_focus.core.atomic import write_json_atomic, write_text_atomic
+from hdme_focus.core.errors import UsageError
 from hdme_focus.core.frame import F32
 from hdme_focus.estimation import eval_render as er
 from hdme_focus.estimation import real_sets
-from hdme_focus.estimation.base import DefocusEstimator
-from hdme_focus.estimation.sources import _load_skimage
+from hdme_focus.estimation.base import DefocusEstimate, DefocusEstimator
+from hdme_focus.estimation.estimator import LAPLACE_68
+from hdme_focus.estimation.sources import EVAL_MICROSCOPY, EVAL_PHOTOS, _load_skimage
 
 SEED = 20_261_201
 BINS_PX: tuple[tuple[float, float], ...] = ((0, 1), (1, 2), (2, 4), (4, 8), (10, 30))
 LARGE_DOWNSCALE = 4.0
 FALLBACK_NAMES = ("hdme-lite", "hdme-tiny", "reblur", "focus-measure")
-# held out of every shipped model's training split (photos) / eval-only (the rest)
-PHOTO_NAMES = ("brick", "chelsea", "coffee", "grass", "gravel")
-MICROSCOPY_NAMES = ("cell", "immunohistochemistry", "retina")
+PHOTO_NAMES, MICROSCOPY_NAMES = EVAL_PHOTOS, EVAL_MICROSCOPY  # held out of training by name
 PHOTO_DOWNSCALE = 3  # area averaging: a photo's own blur falls well under 0.5 px
 
 
@@ -53,36 +52,30 @@ PHOTO_DOWNSCALE = 3  # area averaging: a photo's own blur falls well under 0.5 p
 
 
 def estimator_names() -> list[str]:
+    """Every registered estimator (those without shipped weights are reported as skipped)."""
+    from hdme_focus.estimation.registry import estimator_names as names
+
+    return list(names())
+
+
+def create(name: str, device: str) -> DefocusEstimator | str:
+    """The estimator (a registered name or a weights file), or why it cannot be made."""
+    from hdme_focus.estimation.registry import load_estimator
+
     try:
-        from hdme_focus.estimation.registry import estimator_names as names
-    except ImportError:
-        return list(FALLBACK_NAMES)
-    return [n for n in names() if n != "patch-classifier" or os.environ.get("HDME_ALL")]
+        return load_estimator(name, device)
+    except UsageError as exc:
+        return str(exc)
 
 
-def create(name: str, device: str, weights: Path | None = None) -> DefocusEstimator:
-    """Any estimator by name (the registry when it exists), or a weights file."""
-    from hdme_focus.estimation.estimator import load_estimator
+def scale_px(est: DefocusEstimator, estimate: DefocusEstimate) -> F32 | None:
+    """The Laplace error scale behind a learned confidence; None for heuristic confidences."""
+    config = getattr(getattr(est, "model", None), "config", None)
+    if not getattr(config, "uncertainty", False):
+        return None
+    from hdme_focus.estimation.estimator import scale_from_confidence
 
-    if weights is not None:
-        return load_estimator(weights, device=device)
-    try:
-        from hdme_focus.estimation.registry import create_estimator
-    except ImportError:
-        return load_estimator(name, device=device)
-    made: DefocusEstimator = create_estimator(name, device)
-    return made
-
-
-def sigma_fn(est: DefocusEstimator, downscale: float = 1.0) -> Callable[[F32], F32]:
-    from hdme_focus.estimation.estimator import predict_downscaled
-
-    def fn(gray: F32) -> F32:
-        if downscale == 1.0:
-            return np.asarray(est.predict(gray), dtype=np.float32)
-        return predict_downscaled(est, gray, downscale)
-
-    return fn
+    return scale_from_confidence(estimate.confidence, estimate.sigma_px)
 
 
 # --------------------------------------------------------------------------- synthetic set
@@ -150,11 +143,20 @@ def score_synthetic(
     psfs: list[np.ndarray[Any, Any]] = []
     noises: list[np.ndarray[Any, Any]] = []
     t0 = time.perf_counter()
+    inside: list[np.ndarray[Any, Any]] = []
+    confs: list[np.ndarray[Any, Any]] = []
+    flat_conf: list[float] = []
     for s, k in samples:
-        pred = sigma_fn(est, k)(s.image)
+        out = est.estimate(s.image, downscale=k)
         use = s.scorable & s.textured
         truths.append(s.sigma_px[use])
-        errs.append(pred[use] - s.sigma_px[use])
+        errs.append(out.sigma_px[use] - s.sigma_px[use])
+        confs.append(out.confidence[use])
+        if (~s.textured).any():
+            flat_conf.append(float(out.confidence[~s.textured].mean()))
+        b = scale_px(est, out)
+        if b is not None:
+            inside.append(np.abs(errs[-1]) <= LAPLACE_68 * b[use])
         for lst, v in ((fams, s.family), (psfs, s.psf), (noises, s.noise)):
             lst.append(np.full(int(use.sum()), v))
     wall = time.perf_counter() - t0
@@ -168,6 +170,9 @@ def score_synthetic(
         "families": {f: _stats(e[(fam == f) & in_range]) for f in sorted(set(fam.tolist()))},
         "psfs": {p: _stats(e[(psf == p) & in_range]) for p in er.EVAL_PSFS},
         "noise": {n: _stats(e[(noise == n) & in_range]) for n in er.NOISE_LEVELS},
+        "confidence_textured_mean": float(np.concatenate(confs).mean()),
+        "confidence_featureless_mean": float(np.mean(flat_conf)) if flat_conf else float("nan"),
+        "coverage_68": float(np.concatenate(inside).mean()) if inside else None,
     }
     return rep
 
@@ -180,12 +185,12 @@ def score_real(est: DefocusEstimator) -> dict[str, Any]:
     pcb = real_sets.find_shared(real_sets.PCB_DIR, Path(__file__))
     if pcb is not None:
         t0 = time.perf_counter()
-        out["pcb"] = asdict(real_sets.score_pcb(pcb, sigma_fn(est)))
+        out["pcb"] = asdict(real_sets.score_pcb(pcb, est.estimate))
         out["pcb"]["seconds"] = time.perf_counter() - t0
     flake = real_sets.find_shared(real_sets.FLAKE_DIR, Path(__file__))
     if flake is not None:
         t0 = time.perf_counter()
-        out["flake"] = asdict(real_sets.score_flake(real_sets.read_flake(flake, sigma_fn(est))))
+        out["flake"] = asdict(real_sets.score_flake(real_sets.read_flake(flake, est.estimate)))
         out["flake"]["seconds"] = time.perf_counter() - t0
     return out
 
@@ -267,9 +272,10 @@ def markdown(result: dict[str, Any]) -> str:
         "the distance in frames to the region's sharpest frame (reference: mean squared "
         "Laplacian, estimator-free), pooled over regions and frames; median of the "
         "per-region correlations; share of regions whose sigma minimum is the reference "
-        "frame. Flake: Spearman of the flake field's whole-frame median sigma with "
-        "|defocus| (labels.csv); on the three empty fields, share of frames refused (too "
-        "little texture) and the mean ROI confidence.\n",
+        "frame. Flake: Spearman of the median sigma over the flake's box (every pixel) "
+        "with |defocus| (labels.csv); on the three empty fields, share of whole-frame "
+        "readings refused (too little texture) and the mean confidence (the estimator's "
+        "own; texture heuristic for those without one).\n",
         "| estimator | PCB pooled | PCB per-region | PCB V-min | flake field | "
         "flake empty refused | empty conf. | field conf. |",
         "|---|---|---|---|---|---|---|---|",
@@ -323,9 +329,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", type=Path, default=Path("docs/benchmarks"))
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
-    names = args.estimator or estimator_names()
-    todo: list[tuple[str, DefocusEstimator]] = [(n, create(n, args.device)) for n in names]
-    todo += [(f"weights:{w.name}", create("", args.device, w)) for w in args.weights]
+    todo: list[tuple[str, DefocusEstimator]] = []
+    skipped: dict[str, str] = {}
+    for n in [*(args.estimator or estimator_names()), *map(str, args.weights)]:
+        made = create(n, args.device)
+        if isinstance(made, str):
+            skipped[n] = made
+            print(f"skipped {n}: {made}", file=sys.stderr)
+        else:
+            todo.append((Path(n).name if n.endswith(".safetensors") else n, made))
     samples = synthetic_set(args.per_cell, args.large)
     print(f"{len(samples)} synthetic images", file=sys.stderr)
     reps: dict[str, Any] = {}
@@ -344,6 +356,7 @@ def main(argv: list[str] | None = None) -> None:
         "n_samples": len(samples),
         "wall_s": time.perf_counter() - t0,
         "estimators": reps,
+        "skipped": skipped,
     }
     args.out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(args.out / "accuracy.json", result)

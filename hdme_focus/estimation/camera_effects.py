@@ -56,7 +56,8 @@ def mosaic(linear: F32, rng: np.random.Generator) -> tuple[F32, tuple[float, flo
 def demosaic(raw: F32, gains: tuple[float, float, float]) -> F32:
     """Bilinear demosaic (OpenCV), white balance undone, back to gray (Rec. 601 weights)."""
     u16 = np.clip(np.round(raw * 65535.0), 0, 65535).astype(np.uint16)
-    rgb = cv2.cvtColor(u16, cv2.COLOR_BayerRG2RGB).astype(np.float32) / 65535.0
+    # OpenCV names a Bayer pattern by its second row: RGGB from the top-left is "BG"
+    rgb = cv2.cvtColor(u16, cv2.COLOR_BayerBG2RGB).astype(np.float32) / 65535.0
     balanced: F32 = (rgb / np.asarray(gains, dtype=np.float32)).astype(np.float32)
     gray = balanced @ np.asarray([0.299, 0.587, 0.114], dtype=np.float32)
     out: F32 = np.clip(gray, 0.0, 1.0).astype(np.float32)

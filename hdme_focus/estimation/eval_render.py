@@ -45,8 +45,8 @@ WIDEFIELD_TAPER = 0.3  # outer share of the pupil radius with a cos^2 amplitude 
 
 
 def _freq_grid(shape: tuple[int, int]) -> tuple[F64, F64]:
-    fy: F64 = np.fft.fftfreq(shape[0])[:, None]
-    fx: F64 = np.fft.rfftfreq(shape[1])[None, :]
+    fy = np.asarray(np.fft.fftfreq(shape[0])[:, None], dtype=np.float64)
+    fx = np.asarray(np.fft.rfftfreq(shape[1])[None, :], dtype=np.float64)
     return fy, fx
 
 

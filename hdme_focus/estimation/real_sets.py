@@ -9,9 +9,11 @@ Neither set has a blur ground truth, so each is scored by what a user relies on:
   estimator grades itself. Score: Spearman rank correlation of sigma with that
   distance, pooled over all (region, frame) pairs.
 - flake-defocus (4 fields x ~11 signed defocus offsets, labels.csv): on the field
-  with a flake, Spearman of the frame's sigma with |defocus|; on the three
-  nearly empty fields, whether the reading is refused (no measurable texture)
-  or carries low confidence.
+  with a flake, Spearman of the median sigma over the flake's box (FLAKE_ROI,
+  every pixel: far from focus the blurred flake has too little contrast for the
+  texture mask, and a reading that dissolves into noise must count) with
+  |defocus|; on the three nearly empty fields, whether the whole-frame reading
+  is refused (no measurable texture) and its mean confidence.
 
 The data is not part of the package: callers pass its folder, and `find_shared`
 returns None when it is absent so tests skip cleanly.
@@ -29,15 +31,16 @@ import numpy as np
 from scipy import stats
 
 from hdme_focus.core.frame import F32, to_gray_float
-from hdme_focus.estimation.base import RoiSigma, roi_sigma
+from hdme_focus.estimation.base import DefocusEstimate, RoiSigma, roi_sigma
 
 PCB_DIR = "pcb-focus-sweep"
 FLAKE_DIR = "flake-defocus"
 FLAKE_FIELD = "ix000_iy000"
+FLAKE_ROI = (680, 260, 480, 440)  # x, y, w, h (px) around the flake of FLAKE_FIELD
 PCB_GRID = (4, 6)  # rows x columns of regions
 
-SigmaFn = Callable[[F32], F32]
-"""Gray frame in [0, 1] -> sigma map in px (an estimator, possibly through a downscaled pass)."""
+EstimateFn = Callable[[F32], DefocusEstimate]
+"""Gray frame in [0, 1] -> sigma map (px) and confidence (an estimator's `estimate`)."""
 
 
 def find_shared(name: str, start: Path | None = None) -> Path | None:
@@ -85,7 +88,7 @@ class PcbScore:
     focus_frame: list[int]
 
 
-def score_pcb(folder: Path, sigma_fn: SigmaFn, grid: tuple[int, int] = PCB_GRID) -> PcbScore:
+def score_pcb(folder: Path, estimate_fn: EstimateFn, grid: tuple[int, int] = PCB_GRID) -> PcbScore:
     frames = [read_gray(p) for p in sorted(folder.glob("pcb_*.jpg"))]
     if len(frames) < 3:
         raise FileNotFoundError(f"{folder}: expected the pcb_00N.jpg sweep")
@@ -96,9 +99,9 @@ def score_pcb(folder: Path, sigma_fn: SigmaFn, grid: tuple[int, int] = PCB_GRID)
     focus = sharp.argmax(axis=1)
     sig = np.full((len(boxes), len(frames)), np.nan)
     for j, f in enumerate(frames):
-        smap = sigma_fn(f)
+        est = estimate_fn(f)
         for i, box in enumerate(boxes):
-            sig[i, j] = roi_sigma(smap, f, box).sigma_px
+            sig[i, j] = roi_sigma(est.sigma_px, f, box).sigma_px
     dist = np.abs(np.arange(len(frames))[None, :] - focus[:, None]).astype(float)
     ok = np.isfinite(sig)
     pooled = float(stats.spearmanr(sig[ok], dist[ok]).statistic) if ok.sum() > 2 else float("nan")
@@ -120,7 +123,8 @@ def score_pcb(folder: Path, sigma_fn: SigmaFn, grid: tuple[int, int] = PCB_GRID)
 class FlakeFrame:
     tile: str
     defocus_um: float
-    reading: RoiSigma
+    reading: RoiSigma  # whole frame, texture-masked, with the estimator's confidence
+    flake_sigma_px: float  # median over FLAKE_ROI, every pixel
 
 
 def flake_labels(folder: Path) -> list[tuple[str, str, float]]:
@@ -128,11 +132,20 @@ def flake_labels(folder: Path) -> list[tuple[str, str, float]]:
         return [(r["file"], r["tile"], float(r["defocus_um"])) for r in csv.DictReader(fh)]
 
 
-def read_flake(folder: Path, sigma_fn: SigmaFn) -> list[FlakeFrame]:
+def read_flake(
+    folder: Path, estimate_fn: EstimateFn, tiles: tuple[str, ...] | None = None
+) -> list[FlakeFrame]:
+    """Each frame's whole-field reading, with the estimator's confidence (as autofocus reads)."""
     out = []
     for name, tile, defocus in flake_labels(folder):
+        if tiles is not None and tile not in tiles:
+            continue
         g = read_gray(folder / name)
-        out.append(FlakeFrame(tile, defocus, roi_sigma(sigma_fn(g), g)))
+        est = estimate_fn(g)
+        x, y, w, h = FLAKE_ROI
+        flake = float(np.median(est.sigma_px[y : y + h, x : x + w]))
+        reading = roi_sigma(est.sigma_px, g, confidence=est.confidence)
+        out.append(FlakeFrame(tile, defocus, reading, flake))
     return out
 
 
@@ -149,13 +162,17 @@ def score_flake(frames: list[FlakeFrame]) -> FlakeScore:
     field = sorted((f for f in frames if f.tile == FLAKE_FIELD), key=lambda f: abs(f.defocus_um))
     empty = [f for f in frames if f.tile != FLAKE_FIELD]
     d = np.array([abs(f.defocus_um) for f in field])
-    s = np.array([f.reading.sigma_px for f in field])
+    s = np.array([f.flake_sigma_px for f in field])
     ok = np.isfinite(s)
     rho = float(stats.spearmanr(s[ok], d[ok]).statistic) if ok.sum() > 2 else float("nan")
+
+    def mean(values: list[float]) -> float:
+        return float(np.mean(values)) if values else float("nan")
+
     return FlakeScore(
         rho,
-        [(round(f.defocus_um, 3), round(f.reading.sigma_px, 4)) for f in field],
-        float(np.mean([not np.isfinite(f.reading.sigma_px) for f in empty])),
-        float(np.mean([f.reading.confidence for f in empty])),
-        float(np.mean([f.reading.confidence for f in field])),
+        [(round(f.defocus_um, 3), round(f.flake_sigma_px, 4)) for f in field],
+        mean([float(not np.isfinite(f.reading.sigma_px)) for f in empty]),
+        mean([f.reading.confidence for f in empty]),
+        mean([f.reading.confidence for f in field]),
     )

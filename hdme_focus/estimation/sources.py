@@ -49,9 +49,15 @@ SKIMAGE_SOURCES: tuple[str, ...] = (
 )
 
 
+# What the independent benchmark (benchmarks/accuracy.py) renders its photo and
+# microscopy families from: held out of every training split, by name.
+EVAL_PHOTOS: tuple[str, ...] = ("brick", "chelsea", "coffee", "grass", "gravel")
+EVAL_MICROSCOPY: tuple[str, ...] = ("cell", "immunohistochemistry", "retina")
+
+
 def _scene_textures() -> tuple[str, ...]:
-    """Texture names the simulator's scenes use; always held out of training."""
-    return SCENE_TEXTURES
+    """Names always held out of training: the simulator's textures and the benchmark's photos."""
+    return tuple(dict.fromkeys((*SCENE_TEXTURES, *EVAL_PHOTOS, *EVAL_MICROSCOPY)))
 
 
 def _load_skimage(name: str) -> F32 | None:
