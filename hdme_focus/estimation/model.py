@@ -88,17 +88,6 @@ PRESETS: dict[str, HDMENetConfig] = {
         stage_modules=(1, 1, 1),
         blocks_per_branch=1,
     ),
-    # hdme-lite reading local contrast and predicting its own error scale (issue 11).
-    "hdme-lite-conf": HDMENetConfig(
-        stem_width=8,
-        stem_block="basic",
-        stem_blocks=1,
-        stage_widths=((8, 16), (8, 16, 32), (8, 16, 32, 64)),
-        stage_modules=(1, 1, 1),
-        blocks_per_branch=1,
-        input_norm="lcn",
-        uncertainty=True,
-    ),
     # Smallest: 4-wide full-resolution branch, for slow CPUs or large frames.
     "hdme-tiny": HDMENetConfig(
         stem_width=4,
@@ -109,6 +98,10 @@ PRESETS: dict[str, HDMENetConfig] = {
         blocks_per_branch=1,
     ),
 }
+# hdme-lite reading local contrast and predicting its own error scale (issue 11).
+PRESETS["hdme-lite-conf"] = PRESETS["hdme-lite"].model_copy(
+    update={"input_norm": "lcn", "uncertainty": True}
+)
 DEFAULT_PRESET = "hdme-lite"
 
 
