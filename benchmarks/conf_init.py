@@ -27,9 +27,7 @@ def conf_init(out: Path) -> Path:
         else:  # the head's last 1x1 conv: [1, C, 1, 1] -> [2, C, 1, 1]
             new[k] = torch.cat([v, torch.zeros_like(v)], dim=0)
     dst.load_state_dict(new)
-    return save_weights(
-        out, dst, preset="hdme-lite-conf", sigma_max_px=float(meta["sigma_max_px"])
-    )
+    return save_weights(out, dst, preset="hdme-lite-conf", sigma_max_px=float(meta["sigma_max_px"]))
 
 
 if __name__ == "__main__":
