@@ -31,7 +31,7 @@ from hdme_focus.estimation.synthesis import (
 )
 
 F32 = NDArray[np.float32]
-CAMERA: F32 = skimage.data.camera().astype(np.float32) / 255.0
+CAMERA: F32 = skimage.data.camera().astype(np.float32) / 255.0  # type: ignore[no-untyped-call]
 # Noise off, 16 bit: the rendered image is the blur alone.
 CLEAN: dict[str, Any] = {
     "full_well_e": (1e12, 1e12),
@@ -43,7 +43,7 @@ CLEAN: dict[str, Any] = {
 
 def only(kind: str, **kw: object) -> SynthesisRecipe:
     weights = {k: float(k == kind) for k in ("rectangles", "smooth", "layered", "constant")}
-    return SynthesisRecipe(map_weights=MapWeights(**weights), **kw)  # type: ignore[arg-type]
+    return SynthesisRecipe(map_weights=MapWeights(**weights), **kw)
 
 
 def neighbour_corr(img: F32) -> float:
