@@ -159,12 +159,16 @@ class RoiSigma:
     spread_px: float  # median absolute deviation scaled to 1 sigma
     textured_fraction: float
     saturated_fraction: float
+    mean_confidence: float | None = None  # the estimator's own, over the ROI, when given
 
     @property
     def confidence(self) -> float:
-        """0..1: share of usable pixels, discounted by the spread of the estimate."""
+        """0..1: the estimator's mean confidence over the ROI when it has one; else the
+        share of usable pixels, discounted by the spread of the estimate."""
         if not np.isfinite(self.sigma_px):
             return 0.0
+        if self.mean_confidence is not None:
+            return self.mean_confidence
         rel = self.spread_px / max(self.sigma_px, 1.0)
         return float(self.textured_fraction * (1.0 - self.saturated_fraction) / (1.0 + rel))
 
@@ -174,22 +178,35 @@ def roi_sigma(
     gray01: ArrayLike,
     roi: tuple[int, int, int, int] | None = None,
     min_textured_fraction: float = 0.02,
+    confidence: ArrayLike | None = None,
+    min_confidence: float = 0.5,
 ) -> RoiSigma:
-    """Median sigma over the textured pixels of an ROI (x, y, w, h); NaN if too flat."""
+    """Median sigma over the textured pixels of an ROI (x, y, w, h); NaN if too flat.
+
+    With the estimator's per-pixel confidence, only pixels at or above
+    min_confidence count (NaN when too few are), and the result carries the
+    ROI's mean confidence.
+    """
     sig = np.asarray(sigma_map_px, dtype=np.float32)
     g = np.asarray(gray01, dtype=np.float32)
+    conf = None if confidence is None else np.asarray(confidence, dtype=np.float32)
     if roi is not None:
         x, y, w, h = roi
         sig = sig[y : y + h, x : x + w]
         g = g[y : y + h, x : x + w]
+        conf = None if conf is None else conf[y : y + h, x : x + w]
     if sig.size == 0:
         raise ImageInputError(f"ROI {roi} is empty")
     sat = saturation_mask(g)
     use = texture_mask(g) & ~sat & np.isfinite(sig)
+    mean_conf = None
+    if conf is not None:
+        use &= conf >= min_confidence
+        mean_conf = float(conf.mean())
     frac = float(use.mean())
     if frac < min_textured_fraction:
-        return RoiSigma(float("nan"), float("nan"), frac, float(sat.mean()))
+        return RoiSigma(float("nan"), float("nan"), frac, float(sat.mean()), mean_conf)
     vals = sig[use]
     med = float(np.median(vals))
     mad = float(np.median(np.abs(vals - med)) * 1.4826)
-    return RoiSigma(med, mad, frac, float(sat.mean()))
+    return RoiSigma(med, mad, frac, float(sat.mean()), mean_conf)

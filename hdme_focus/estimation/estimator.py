@@ -19,7 +19,13 @@ import torch.nn.functional as F
 from numpy.typing import ArrayLike, NDArray
 
 from hdme_focus.core.frame import F32, saturation_mask, to_gray_float
-from hdme_focus.estimation.base import GrayEstimator, check_downscale, enlarge, shrink
+from hdme_focus.estimation.base import (
+    DefocusEstimate,
+    GrayEstimator,
+    check_downscale,
+    enlarge,
+    shrink,
+)
 from hdme_focus.estimation.devices import Device, resolve_device
 from hdme_focus.estimation.model import HDMENet, fuse_for_inference, standardize
 
@@ -49,11 +55,30 @@ def _starts(length: int, tile: int, overlap: int) -> list[int]:
     return [round(i * (length - tile) / (n - 1)) for i in range(n)]
 
 
-class HDMEEstimator(GrayEstimator):
-    """HDME-Net: per-pixel sigma from the network; confidence from the texture heuristic.
+# A learned Laplace error scale b (px) becomes a confidence in [0, 1]:
+# c = 1 / (1 + b / (B0 + REL * sigma)); 0.5 where b equals the tolerance B0 + REL * sigma.
+CONF_B0_PX = 0.3
+CONF_REL = 0.1
+LAPLACE_68 = math.log(1.0 / 0.32)  # a Laplace(b) error lies within +-1.139 b with p = 0.68
 
-    The confidence is `base.texture_confidence` for now; a learned uncertainty
-    replaces it when a preset is trained with one.
+
+def confidence_from_scale(b_px: F32, sigma_px: F32) -> F32:
+    tol = CONF_B0_PX + CONF_REL * np.maximum(sigma_px, 0.0)
+    return (1.0 / (1.0 + b_px / tol)).astype(np.float32)
+
+
+def scale_from_confidence(confidence: F32, sigma_px: F32) -> F32:
+    """Inverse of `confidence_from_scale`: the Laplace scale (px) a confidence stands for."""
+    c = np.clip(confidence, 1e-6, 1.0)
+    tol = CONF_B0_PX + CONF_REL * np.maximum(sigma_px, 0.0)
+    return (tol * (1.0 - c) / c).astype(np.float32)
+
+
+class HDMEEstimator(GrayEstimator):
+    """HDME-Net: per-pixel sigma from the network.
+
+    Confidence: from the network's own error scale when the preset has an
+    uncertainty head (`confidence_from_scale`), else `base.texture_confidence`.
     """
 
     def __init__(
@@ -81,7 +106,16 @@ class HDMEEstimator(GrayEstimator):
         self.metadata = dict(metadata or {})
 
     def predict_gray(self, gray01: F32) -> F32:
-        return np.asarray(self._predict_stack(gray01[None])[0], dtype=np.float32)
+        return np.asarray(self._predict_stack(gray01[None])[0, 0], dtype=np.float32)
+
+    def estimate_gray(self, gray01: F32) -> DefocusEstimate:
+        if not self.model.config.uncertainty:
+            return super().estimate_gray(gray01)
+        out = self._predict_stack(gray01[None])[0]
+        sigma = np.asarray(out[0], dtype=np.float32)
+        conf = confidence_from_scale(np.exp(out[1]).astype(np.float32), sigma)
+        conf[saturation_mask(gray01)] = 0.0
+        return DefocusEstimate(sigma, conf)
 
     def predict_batch(
         self, images: Sequence[ArrayLike], bit_depth: int | None = None, *, downscale: float = 1.0
@@ -95,7 +129,7 @@ class HDMEEstimator(GrayEstimator):
             by_shape.setdefault(g.shape, []).append(i)
         for idx in by_shape.values():
             stack = np.stack([shrink(grays[i], downscale) for i in idx])
-            sigmas = self._predict_stack(stack) * np.float32(downscale)
+            sigmas = self._predict_stack(stack)[:, 0] * np.float32(downscale)
             for i, sig in zip(idx, sigmas, strict=True):
                 out[i] = enlarge(sig, grays[i].shape)
         return [o for o in out if o is not None]
@@ -107,6 +141,7 @@ class HDMEEstimator(GrayEstimator):
 
     # -- internals
     def _predict_stack(self, stack: NDArray[np.float32]) -> NDArray[np.float32]:
+        """[N, C, H, W]: channel 0 sigma_px, channel 1 (uncertainty presets) log b."""
         _, h, w = stack.shape
         x = torch.from_numpy(np.ascontiguousarray(stack))[:, None]
         x = standardize(x)  # on the whole frame, before padding and tiling
@@ -115,7 +150,7 @@ class HDMEEstimator(GrayEstimator):
                 y = self._forward_padded(x)
             else:
                 y = self._forward_tiled(x)
-        return y[:, 0].numpy().astype(np.float32)
+        return y.numpy().astype(np.float32)
 
     def _forward_padded(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
@@ -131,7 +166,7 @@ class HDMEEstimator(GrayEstimator):
     def _forward_tiled(self, x: torch.Tensor) -> torch.Tensor:
         n, _, h, w = x.shape
         t, ov = self.tile_px, self.overlap_px
-        acc = torch.zeros(n, 1, h, w)
+        acc = torch.zeros(n, 2 if self.model.config.uncertainty else 1, h, w)
         wsum = torch.zeros(1, 1, h, w)
         for y0 in _starts(h, t, ov):
             for x0 in _starts(w, t, ov):

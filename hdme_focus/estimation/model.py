@@ -10,10 +10,19 @@ convolution gives one channel and softplus keeps sigma non-negative.
 per-frame zero mean and unit variance, computed on the whole frame (before any
 tiling), so absolute brightness and contrast carry no weight; blur is read from
 spatial structure only.
+
+Two options a preset can switch on (issue 11): `input_norm="lcn"` adds local
+contrast normalisation inside the network (each pixel divided by its local
+standard deviation, floored by the frame's noise level), so a 2 %-contrast
+edge and a full-range edge at the same blur look the same, while a featureless
+frame stays at the noise level instead of being stretched to unit variance;
+`uncertainty=True` adds a second output channel, the log of a Laplace scale
+b (px) of the sigma error, trained by negative log-likelihood.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Literal, TypeVar
 
@@ -48,6 +57,8 @@ class HDMENetConfig(BaseModel):
         "False: the last module fuses into the full-resolution branch only (HRNetV1, the paper)",
     )
     upsample: Literal["bilinear", "nearest"] = "bilinear"
+    input_norm: Literal["standardize", "lcn"] = "standardize"
+    uncertainty: bool = Field(default=False, description="second channel: log Laplace scale (px)")
 
     @model_validator(mode="after")
     def _check(self) -> HDMENetConfig:
@@ -87,6 +98,10 @@ PRESETS: dict[str, HDMENetConfig] = {
         blocks_per_branch=1,
     ),
 }
+# hdme-lite reading local contrast and predicting its own error scale (issue 11).
+PRESETS["hdme-lite-conf"] = PRESETS["hdme-lite"].model_copy(
+    update={"input_norm": "lcn", "uncertainty": True}
+)
 DEFAULT_PRESET = "hdme-lite"
 
 
@@ -240,7 +255,7 @@ class HDMENet(nn.Module):
                 nn.ReLU(True),
             ]
             total = c.head_width
-        head.append(nn.Conv2d(total, 1, 1))
+        head.append(nn.Conv2d(total, 2 if c.uncertainty else 1, 1))
         self.head = nn.Sequential(*head)
 
     @staticmethod
@@ -260,6 +275,9 @@ class HDMENet(nn.Module):
         return layers
 
     def forward(self, x: Tensor) -> Tensor:
+        """sigma_px [N, 1, H, W]; with uncertainty [N, 2, H, W]: sigma_px and log b (px)."""
+        if self.config.input_norm == "lcn":
+            x = local_contrast_normalize(x)
         xs = [self.layer1(self.stem(x))]
         for transition, stage in zip(self.transitions, self.stages, strict=True):
             branches: nn.ModuleList = transition  # type: ignore[assignment]
@@ -267,7 +285,41 @@ class HDMENet(nn.Module):
             xs = stage(xs)
         size = xs[0].shape[-2:]
         feats = torch.cat([xs[0]] + [_resize(y, size, self.config.upsample) for y in xs[1:]], dim=1)
-        return F.softplus(self.head(feats))
+        out = self.head(feats)
+        sigma = F.softplus(out[:, :1])
+        if not self.config.uncertainty:
+            return sigma
+        return torch.cat([sigma, out[:, 1:2].clamp(LOG_B_MIN, LOG_B_MAX)], dim=1)
+
+
+LCN_SIGMA_PX = 8.0  # Gaussian window of the local statistics
+LCN_NOISE_FLOOR = 2.0  # local std is floored at this many times the frame's noise std
+LOG_B_MIN, LOG_B_MAX = -4.0, 3.0
+_IMMERKAER = torch.tensor([[1.0, -2.0, 1.0], [-2.0, 4.0, -2.0], [1.0, -2.0, 1.0]])
+
+
+def _gauss_blur(x: Tensor, sigma_px: float) -> Tensor:
+    r = int(3 * sigma_px)
+    t = torch.arange(-r, r + 1, dtype=x.dtype, device=x.device)
+    k = torch.exp(-0.5 * (t / sigma_px) ** 2)
+    k = k / k.sum()
+    x = F.conv2d(F.pad(x, (r, r, 0, 0), mode="replicate"), k.view(1, 1, 1, -1))
+    return F.conv2d(F.pad(x, (0, 0, r, r), mode="replicate"), k.view(1, 1, -1, 1))
+
+
+def noise_std(x: Tensor) -> Tensor:
+    """Per-frame white-noise std [N, 1, 1, 1] (Immerkaer 1996): texture barely moves it."""
+    k = _IMMERKAER.to(x.device, x.dtype).view(1, 1, 3, 3)
+    resp = F.conv2d(x, k).abs().mean(dim=(-2, -1), keepdim=True)
+    return resp * (math.sqrt(math.pi / 2.0) / 6.0)
+
+
+def local_contrast_normalize(x: Tensor) -> Tensor:
+    """(x - local mean) / max(local std, 2 x noise std): gain and offset free; noise stays low."""
+    mean = _gauss_blur(x, LCN_SIGMA_PX)
+    var = (_gauss_blur(x * x, LCN_SIGMA_PX) - mean * mean).clamp_min(0.0)
+    floor = (LCN_NOISE_FLOOR * noise_std(x)) ** 2 + 1e-8
+    return (x - mean) / torch.sqrt(var + floor)
 
 
 def get_config(preset_or_config: str | HDMENetConfig) -> HDMENetConfig:

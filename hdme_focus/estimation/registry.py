@@ -103,7 +103,7 @@ def _shipped(name: str, preset_hint: str) -> Factory:
     return factory
 
 
-for _preset in ("hdme-lite", "hdme-tiny", "hdme-w48"):
+for _preset in ("hdme-lite", "hdme-tiny", "hdme-lite-conf", "hdme-w48"):
     register(_preset)(_shipped(_preset, f"--preset {_preset}"))
 
 

@@ -12,7 +12,7 @@ import math
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import cv2
 import numpy as np
@@ -49,9 +49,15 @@ SKIMAGE_SOURCES: tuple[str, ...] = (
 )
 
 
+# What the independent benchmark (benchmarks/accuracy.py) renders its photo and
+# microscopy families from: held out of every training split, by name.
+EVAL_PHOTOS: tuple[str, ...] = ("brick", "chelsea", "coffee", "grass", "gravel")
+EVAL_MICROSCOPY: tuple[str, ...] = ("cell", "immunohistochemistry", "retina")
+
+
 def _scene_textures() -> tuple[str, ...]:
-    """Texture names the simulator's scenes use; always held out of training."""
-    return SCENE_TEXTURES
+    """Names always held out of training: the simulator's textures and the benchmark's photos."""
+    return tuple(dict.fromkeys((*SCENE_TEXTURES, *EVAL_PHOTOS, *EVAL_MICROSCOPY)))
 
 
 def _load_skimage(name: str) -> F32 | None:
@@ -147,3 +153,154 @@ def load_source_images(
     """(train, heldout) gray float32 images in [0, 1], split by image."""
     train, heldout = load_named_sources(folder, heldout_fraction, seed)
     return list(train.values()), list(heldout.values())
+
+
+# --------------------------------------------------------------------------- procedural families
+#
+# Sharp radiance with the statistics of real scenes and an exactly known blur of
+# (almost) zero: shapes are drawn on a grid SUPERSAMPLE times finer and area-averaged,
+# so an edge is spread over well under half a pixel. Each takes the output size and
+# a seeded generator and returns float32 in [0, 1].
+
+SUPERSAMPLE = 4
+ProceduralFamily = Literal["dead_leaves", "power_law", "lines_text", "fluorescence"]
+PROCEDURAL_FAMILIES: tuple[ProceduralFamily, ...] = (
+    "dead_leaves",
+    "power_law",
+    "lines_text",
+    "fluorescence",
+)
+
+
+def area_downscale(image: F32, factor: int) -> F32:
+    """Mean over factor x factor blocks (drops a ragged edge): no new blur, no aliasing of edges."""
+    h, w = (image.shape[0] // factor) * factor, (image.shape[1] // factor) * factor
+    blocks = np.asarray(image[:h, :w], dtype=np.float32).reshape(
+        h // factor, factor, w // factor, factor
+    )
+    return np.asarray(blocks.mean(axis=(1, 3)), dtype=np.float32)
+
+
+def _unit(img: NDArray[Any]) -> F32:
+    lo, hi = float(img.min()), float(img.max())
+    if hi <= lo:
+        return np.full(img.shape, 0.5, dtype=np.float32)
+    return ((img - lo) / (hi - lo)).astype(np.float32)
+
+
+def dead_leaves(size_px: int, rng: np.random.Generator) -> F32:
+    """Occluding discs and rectangles with radii ~ r^-3 (scale invariant, like natural scenes)."""
+    n = size_px * SUPERSAMPLE
+    # uncovered ground is itself a 1/f texture, so no flat patches are left between leaves
+    ground = cv2.resize(power_law(size_px, rng), (n, n), interpolation=cv2.INTER_NEAREST)
+    canvas = (rng.uniform(0, 1) + rng.uniform(0.1, 0.5) * (ground - 0.5)).astype(np.float32)
+    r_min, r_max = 0.5 * SUPERSAMPLE, rng.uniform(0.1, 0.5) * n
+    count = int(rng.integers(800, 2500))
+    u = rng.uniform(0, 1, count)
+    # inverse CDF of p(r) ~ r^-3 on [r_min, r_max]
+    radii = 1.0 / np.sqrt(r_min**-2 - u * (r_min**-2 - r_max**-2))
+    for r in radii:
+        cx, cy = (int(v) for v in rng.integers(-int(r), n + int(r), size=2))
+        g = float(rng.uniform(0, 1))
+        if rng.random() < 0.6:
+            cv2.circle(canvas, (cx, cy), max(1, round(r)), g, -1, lineType=cv2.LINE_8)
+        else:
+            box = (
+                (cx, cy),
+                (float(r * rng.uniform(1, 3)), float(r * rng.uniform(0.3, 2))),
+                float(rng.uniform(0, 180)),
+            )
+            cv2.fillPoly(
+                canvas, [cv2.boxPoints(box).round().astype(np.int32)], g, lineType=cv2.LINE_8
+            )
+    return _unit(area_downscale(canvas, SUPERSAMPLE))
+
+
+def power_law(size_px: int, rng: np.random.Generator) -> F32:
+    """1/f^a noise (a in [0.8, 1.6]); sometimes thresholded into sharp-edged regions.
+
+    Built at the output resolution: its spectrum is flat up to Nyquist in slope, so
+    its sharpness is that of an ideal sampled scene (no extra blur).
+    """
+    a = rng.uniform(0.8, 1.6)
+    fy = np.fft.fftfreq(size_px)[:, None]
+    fx = np.fft.rfftfreq(size_px)[None, :]
+    f = np.sqrt(fx * fx + fy * fy)
+    f[0, 0] = 1.0
+    spec = (rng.standard_normal(f.shape) + 1j * rng.standard_normal(f.shape)) / f**a
+    spec[0, 0] = 0
+    field = np.fft.irfft2(spec, s=(size_px, size_px))
+    if rng.random() < 0.3:  # level sets of 1/f noise: sharp, scale-invariant boundaries
+        levels = np.quantile(field, np.sort(rng.uniform(0, 1, int(rng.integers(1, 4)))))
+        field = np.digitize(field, levels).astype(np.float64) + 0.2 * field / field.std()
+    return _unit(field)
+
+
+_FONTS = (
+    cv2.FONT_HERSHEY_SIMPLEX,
+    cv2.FONT_HERSHEY_DUPLEX,
+    cv2.FONT_HERSHEY_COMPLEX,
+    cv2.FONT_HERSHEY_TRIPLEX,
+    cv2.FONT_HERSHEY_PLAIN,
+)
+_GLYPHS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789 .,-+/"
+
+
+def lines_text(size_px: int, rng: np.random.Generator) -> F32:
+    """Printed text, thin lines and bars (documents, PCB traces, resolution targets)."""
+    n = size_px * SUPERSAMPLE
+    bg, fg = rng.uniform(0, 1, size=2)
+    canvas = np.full((n, n), bg, dtype=np.float32)
+    for _ in range(int(rng.integers(3, 25))):
+        p0 = tuple(int(v) for v in rng.integers(0, n, 2))
+        g = float(fg if rng.random() < 0.7 else rng.uniform(0, 1))
+        if rng.random() < 0.5:
+            text = "".join(rng.choice(list(_GLYPHS), size=int(rng.integers(3, 20))))
+            scale = rng.uniform(0.25, 1.2) * SUPERSAMPLE
+            font = _FONTS[int(rng.integers(len(_FONTS)))]
+            thick = max(1, round(rng.uniform(0.5, 2.5) * SUPERSAMPLE * scale / SUPERSAMPLE / 1.5))
+            mask = np.zeros((n, n), dtype=np.uint8)  # putText draws on 8-bit images only
+            cv2.putText(mask, text, p0, font, scale, 255, thick, lineType=cv2.LINE_8)
+            canvas[mask > 0] = g
+        else:
+            p1 = tuple(int(v) for v in rng.integers(0, n, 2))
+            cv2.line(
+                canvas, p0, p1, g, max(1, round(rng.uniform(0.3, 4) * SUPERSAMPLE)), cv2.LINE_8
+            )
+    return _unit(area_downscale(canvas, SUPERSAMPLE))
+
+
+def fluorescence(size_px: int, rng: np.random.Generator) -> F32:
+    """Sparse bright structure on a dark background: points, filaments, sharp-edged blobs."""
+    n = size_px * SUPERSAMPLE
+    canvas = np.zeros((n, n), dtype=np.float32)
+    for _ in range(int(rng.integers(0, 12))):  # blobs (vesicles, nuclei with sharp rims)
+        c = tuple(int(v) for v in rng.integers(0, n, 2))
+        axes = tuple(int(v) for v in rng.uniform(1, 12, 2) * SUPERSAMPLE)
+        cv2.ellipse(
+            canvas, c, axes, float(rng.uniform(0, 180)), 0, 360, float(rng.uniform(0.2, 1)), -1
+        )
+    for _ in range(int(rng.integers(0, 15))):  # filaments: smooth random walks, ~1 px wide
+        pts = [rng.uniform(0, n, 2)]
+        ang = rng.uniform(0, 2 * np.pi)
+        for _ in range(int(rng.integers(5, 40))):
+            ang += rng.normal(0, 0.3)
+            pts.append(pts[-1] + 3 * SUPERSAMPLE * np.array([np.cos(ang), np.sin(ang)]))
+        poly = np.round(np.array(pts)).astype(np.int32)
+        width = max(1, round(rng.uniform(0.3, 1.5) * SUPERSAMPLE))
+        cv2.polylines(canvas, [poly], False, float(rng.uniform(0.2, 1)), width, cv2.LINE_8)
+    k = int(rng.integers(5, 200))  # points: sub-pixel emitters
+    ys, xs = rng.integers(0, n, k), rng.integers(0, n, k)
+    np.add.at(canvas, (ys, xs), rng.uniform(1, 4, k).astype(np.float32) * SUPERSAMPLE**2)
+    img = area_downscale(canvas, SUPERSAMPLE)
+    top = max(float(np.quantile(img, 0.999)), 0.25 * float(img.max()), 1e-6)
+    out: F32 = np.clip(img / top, 0.0, 1.0).astype(np.float32)
+    return out
+
+
+PROCEDURAL: dict[ProceduralFamily, Callable[[int, np.random.Generator], F32]] = {
+    "dead_leaves": dead_leaves,
+    "power_law": power_law,
+    "lines_text": lines_text,
+    "fluorescence": fluorescence,
+}

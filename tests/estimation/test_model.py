@@ -39,8 +39,9 @@ def test_compact_presets_run_at_full_resolution(preset: str) -> None:
     x = torch.randn(2, 1, 40, 56)
     with torch.inference_mode():
         y = model(x)
-    assert y.shape == (2, 1, 40, 56)  # stride-1 stem: the output is full resolution
-    assert bool((y >= 0).all())  # sigma is non-negative
+    channels = 2 if PRESETS[preset].uncertainty else 1  # sigma (+ log error scale)
+    assert y.shape == (2, channels, 40, 56)  # stride-1 stem: the output is full resolution
+    assert bool((y[:, :1] >= 0).all())  # sigma is non-negative
 
 
 def test_w48_runs_on_a_small_frame() -> None:

@@ -18,7 +18,15 @@ from hdme_focus.estimation import (
 )
 from hdme_focus.estimation.weights import shipped_weights_path
 
-AGREED_NAMES = ["hdme-lite", "hdme-tiny", "hdme-w48", "reblur", "focus-measure", "patch-classifier"]
+AGREED_NAMES = [
+    "hdme-lite",
+    "hdme-tiny",
+    "hdme-lite-conf",
+    "hdme-w48",
+    "reblur",
+    "focus-measure",
+    "patch-classifier",
+]
 SHIPPED = [
     n for n in AGREED_NAMES if n in ("reblur", "focus-measure") or shipped_weights_path(n).is_file()
 ]

@@ -66,13 +66,22 @@ class Task(Protocol):
 # --------------------------------------------------------------------------- HDME-Net
 
 
+NLL_WEIGHT = 0.1
+
+
 def loss_fn(pred: torch.Tensor, target: torch.Tensor, recipe: TrainRecipe) -> torch.Tensor:
-    """HDME-Net: L1 (optionally + MSE) of sigma / sigma_max."""
+    """HDME-Net: L1 (optionally + MSE) of sigma / sigma_max; with an uncertainty channel
+    also the Laplace NLL of the error, whose sigma is detached so the scale head learns
+    calibration, not the blur."""
     smax = recipe.synthesis.sigma_max_px
-    p, t = pred.float() / smax, target / smax
+    p, t = pred[:, :1].float() / smax, target / smax
     loss = F.l1_loss(p, t)
     if recipe.loss == "l1+mse":
         loss = loss + recipe.mse_weight * F.mse_loss(p, t)
+    if pred.shape[1] == 2:
+        log_b = pred[:, 1:2].float()
+        err = (pred[:, :1].float().detach() - target).abs()
+        loss = loss + NLL_WEIGHT * (err * torch.exp(-log_b) + log_b).mean()
     return loss
 
 

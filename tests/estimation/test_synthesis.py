@@ -31,7 +31,7 @@ from hdme_focus.estimation.synthesis import (
 )
 
 F32 = NDArray[np.float32]
-CAMERA: F32 = skimage.data.camera().astype(np.float32) / 255.0
+CAMERA: F32 = skimage.data.camera().astype(np.float32) / 255.0  # type: ignore[no-untyped-call]
 # Noise off, 16 bit: the rendered image is the blur alone.
 CLEAN: dict[str, Any] = {
     "full_well_e": (1e12, 1e12),
@@ -43,7 +43,7 @@ CLEAN: dict[str, Any] = {
 
 def only(kind: str, **kw: object) -> SynthesisRecipe:
     weights = {k: float(k == kind) for k in ("rectangles", "smooth", "layered", "constant")}
-    return SynthesisRecipe(map_weights=MapWeights(**weights), **kw)  # type: ignore[arg-type]
+    return SynthesisRecipe(map_weights=MapWeights(**weights), **kw)
 
 
 def neighbour_corr(img: F32) -> float:
@@ -291,3 +291,115 @@ def test_folder_sources(tmp_path: Path) -> None:
         load_source_images(empty)
     with pytest.raises(FileNotFoundError):
         load_source_images(tmp_path / "missing")
+
+
+# --------------------------------------------------------------------------- issue 11 families
+
+from hdme_focus.estimation import camera_effects as cam  # noqa: E402
+from hdme_focus.estimation.sources import (  # noqa: E402
+    EVAL_MICROSCOPY,
+    EVAL_PHOTOS,
+    PROCEDURAL,
+    area_downscale,
+)
+from hdme_focus.estimation.synthesis import SourceWeights  # noqa: E402
+
+
+def _gradient_loss(img: F32, sigma_px: float) -> float:
+    """Share of gradient energy a further blur of sigma_px removes: high for sharp images."""
+    g = np.gradient(img.astype(np.float64))
+    b = np.gradient(ndimage.gaussian_filter(img.astype(np.float64), sigma_px))
+    e0 = float((g[0] ** 2 + g[1] ** 2).mean())
+    e1 = float((b[0] ** 2 + b[1] ** 2).mean())
+    return 1.0 - e1 / max(e0, 1e-20)
+
+
+@pytest.mark.parametrize("family", sorted(PROCEDURAL))
+def test_procedural_sources_are_sharp_seeded_and_in_range(family: str) -> None:
+    make = PROCEDURAL[family]  # type: ignore[index]
+    a = make(96, np.random.default_rng(5))
+    assert a.shape == (96, 96) and a.dtype == np.float32
+    assert float(a.min()) >= 0.0 and float(a.max()) <= 1.0 and float(a.std()) > 0.01
+    np.testing.assert_array_equal(a, make(96, np.random.default_rng(5)))
+    # A 0.7 px blur removes much of a sharp image's gradient energy; of a 1.5 px-blurred
+    # copy of the same image it removes far less: the sources carry no blur of their own.
+    soft = ndimage.gaussian_filter(a.astype(np.float64), 1.5).astype(np.float32)
+    assert _gradient_loss(a, 0.7) > 0.3
+    assert _gradient_loss(a, 0.7) > 1.5 * _gradient_loss(soft, 0.7)
+
+
+def test_area_downscale_averages_blocks() -> None:
+    img = np.arange(36, dtype=np.float32).reshape(6, 6)
+    out = area_downscale(img, 3)
+    assert out.shape == (2, 2) and out[0, 0] == pytest.approx(img[:3, :3].mean())
+
+
+def test_benchmark_photos_never_reach_training() -> None:
+    train, held = load_named_sources()
+    assert not set(train) & set(EVAL_PHOTOS + EVAL_MICROSCOPY)
+    assert {"brick", "chelsea", "cell"} <= set(held)
+
+
+def _physical(**kw: Any) -> SynthesisRecipe:
+    return SynthesisRecipe(
+        psf="physical",
+        sources=SourceWeights(photos=0.2, dead_leaves=0.2, power_law=0.2, lines_text=0.2,
+                              fluorescence=0.2),
+        natural_downscale=3,
+        contrast=(0.02, 1.0),
+        contrast_log_uniform=True,
+        **kw,
+    )  # fmt: skip
+
+
+def test_default_recipe_draws_no_family_and_physical_recipe_draws_them_all() -> None:
+    _, _, info = make_sample_with_info(CAMERA, np.random.default_rng(0), 32, SynthesisRecipe())
+    assert info["family"] == "photos" and info["jpeg_quality"] == 0
+    seen = {
+        make_sample_with_info(CAMERA, np.random.default_rng(i), 32, _physical(**CLEAN))[2]["family"]
+        for i in range(40)
+    }
+    assert seen == {"photos", *PROCEDURAL}
+
+
+def test_widefield_labels_are_the_kernels_own_second_moment() -> None:
+    recipe = _physical(**CLEAN)
+    for i in range(60):
+        _, sig, info = make_sample_with_info(CAMERA, np.random.default_rng(i), 32, recipe)
+        if info["psf"] == "widefield":
+            assert (
+                float(sig.min())
+                >= min(cam.widefield_min_sigma_px(c) for c in cam.WIDEFIELD_CUTOFFS) - 1e-4
+            )
+            return
+    pytest.fail("no widefield sample in 60 draws")
+
+
+def test_camera_effects_change_the_image_not_the_label() -> None:
+    plain = _physical(**CLEAN)
+    camera = _physical(
+        **CLEAN,
+        camera=cam.CameraEffects(gamma_prob=1, demosaic_prob=1, sharpen_prob=1, jpeg_prob=1),
+    )
+    img0, sig0, _ = make_sample_with_info(CAMERA, np.random.default_rng(4), 48, plain)
+    img1, sig1, info = make_sample_with_info(CAMERA, np.random.default_rng(4), 48, camera)
+    np.testing.assert_array_equal(sig0, sig1)
+    assert info["jpeg_quality"] >= 75 and info["bit_depth"] == 8 and info["demosaic"]
+    assert not np.allclose(img0, img1)
+
+
+def test_demosaic_of_a_flat_gray_is_that_gray_and_jpeg_keeps_the_mean() -> None:
+    flat = np.full((32, 32), 0.4, np.float32)
+    raw, gains = cam.mosaic(flat, np.random.default_rng(0))
+    np.testing.assert_allclose(cam.demosaic(raw, gains), 0.4, atol=2e-3)
+    tex = np.random.default_rng(1).random((64, 64)).astype(np.float32)
+    assert float(cam.jpeg(tex, 90).mean()) == pytest.approx(float(tex.mean()), abs=0.01)
+
+
+def test_low_contrast_is_drawn_log_uniformly() -> None:
+    recipe = _physical(**CLEAN)
+    spans = []
+    for i in range(40):
+        img, _, _ = make_sample_with_info(CAMERA, np.random.default_rng(100 + i), 32, recipe)
+        spans.append(float(np.ptp(img)))
+    assert min(spans) < 0.08 and max(spans) > 0.4
