@@ -105,6 +105,11 @@ def _words(exc: HdmeError) -> str:
     return str(exc)
 
 
+def describe_error(exc: HdmeError) -> tuple[str, int]:
+    """The line and exit code a command would end with (the `serve` replies use it too)."""
+    return _words(exc), _exit_code(exc)
+
+
 def _exit_code(exc: HdmeError) -> int:
     from hdme_focus.drivers.base import MotionRefused
 

@@ -149,6 +149,14 @@ def calibrate_cmd(
 # --------------------------------------------------------------------------- autofocus
 
 
+def checked_calibration(source: Path, cfg: InstrumentConfig) -> Calibration:
+    """The calibration file at `source`, checked against the configured optics and frame size."""
+    from hdme_focus.calibration.model import load_calibration
+
+    frame = None if cfg.camera.driver == "replay" else (cfg.camera.width_px, cfg.camera.height_px)
+    return load_calibration(source).check_matches(source, cfg.optics.lens(), frame)
+
+
 def _calibration_and_estimator(
     path: Path | None, cfg: InstrumentConfig, estimator: str | None, device: Device
 ) -> tuple[Calibration, DefocusEstimator]:
@@ -156,11 +164,8 @@ def _calibration_and_estimator(
 
     A calibration holds only for the estimator whose blur scale it fitted.
     """
-    from hdme_focus.calibration.model import load_calibration
-
     source = path if path is not None else default_calibration_path(cfg)
-    frame = None if cfg.camera.driver == "replay" else (cfg.camera.width_px, cfg.camera.height_px)
-    cal = load_calibration(source).check_matches(source, cfg.optics.lens(), frame)
+    cal = checked_calibration(source, cfg)
     est = load_estimator(estimator, device, config=cfg)
     cal.check_matches(source, estimator=est.name)
     return cal, est
