@@ -71,6 +71,14 @@ def from_weights_file(path: Path, device: str) -> DefocusEstimator:
     Sweeps and calibrations record the name, so a calibration fitted with one set
     of weights is refused with another of the same preset.
     """
+    from hdme_focus.estimation.onnx_runtime import load_onnx_estimator, requested_runtime
+
+    if requested_runtime() == "onnx":  # optional: no torch import (HDME-Net weights only)
+        if device not in (Device.CPU.value, Device.AUTO.value):
+            raise UsageError(f"device {device}: the onnx runtime runs on the cpu; unset it")
+        onnx_est = load_onnx_estimator(path)
+        if onnx_est is not None:
+            return onnx_est
     from hdme_focus.estimation.estimator import HDMEEstimator
     from hdme_focus.estimation.model import HDMENet
     from hdme_focus.estimation.patch_classifier import PatchClassifierEstimator

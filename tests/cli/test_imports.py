@@ -10,7 +10,11 @@ import json
 import subprocess
 import sys
 
+import cv2
+import numpy as np
 import pytest
+
+from hdme_focus.textures import SCENE_TEXTURES
 
 HEAVY = ("torch", "scipy", "matplotlib", "skimage", "onnxruntime")
 
@@ -45,3 +49,24 @@ def test_the_autofocus_decisions_and_calibration_load_without_scipy() -> None:
 def test_the_client_imports_neither_numpy_nor_the_cli() -> None:
     modules = _imported_after("import hdme_focus.client")
     assert "numpy" not in modules and "typer" not in modules
+
+
+def test_the_simulator_scene_loads_its_textures_without_skimage_io() -> None:
+    # skimage.io pulls in scipy; the scene reads the bundled PNGs directly instead
+    code = (
+        "import numpy as np\nfrom hdme_focus.drivers.sim.scenes import texture\n"
+        "texture('coffee', 32, 32, np.random.default_rng(0))"
+    )
+    modules = _imported_after(code)
+    assert "skimage.io" not in modules and "scipy" not in modules
+
+
+@pytest.mark.parametrize("name", SCENE_TEXTURES)
+def test_the_scene_textures_are_the_pixels_skimage_loads(name: str) -> None:
+    skimage_data = pytest.importorskip("skimage.data")
+    from hdme_focus.drivers.sim.scenes import _skimage_gray
+
+    img = np.asarray(getattr(skimage_data, name)())
+    if img.ndim == 3:
+        img = cv2.cvtColor(img[..., :3], cv2.COLOR_RGB2GRAY)
+    assert np.array_equal(_skimage_gray(name), img.astype(np.float32) / 255.0)
