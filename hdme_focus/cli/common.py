@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 import typer
 from rich.console import Console
 
-from hdme_focus.config import InstrumentConfig, load_config
 from hdme_focus.core.errors import (
     EXIT_INTERRUPTED,
     EXIT_USAGE,
@@ -30,6 +29,7 @@ from hdme_focus.estimation.devices import Device
 from hdme_focus.estimation.registry import ALIASES, DEFAULT_ESTIMATOR
 
 if TYPE_CHECKING:
+    from hdme_focus.config import InstrumentConfig
     from hdme_focus.estimation.base import DefocusEstimator
 
 console = Console()
@@ -87,6 +87,8 @@ def fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
 
 
 def get_config(path: Path | None) -> InstrumentConfig:
+    from hdme_focus.config import load_config  # pydantic + numpy: not for --help
+
     return load_config(path)
 
 

@@ -31,12 +31,12 @@ from hdme_focus.cli.common import (
     handle_errors,
     load_estimator,
 )
-from hdme_focus.config import InstrumentConfig
 from hdme_focus.core.errors import EXIT_NOT_IN_FOCUS
 from hdme_focus.estimation.devices import Device
 
 if TYPE_CHECKING:
     from hdme_focus.calibration.model import Calibration
+    from hdme_focus.config import InstrumentConfig
     from hdme_focus.estimation.base import DefocusEstimator
 
 CalibrationOption = typer.Option(

@@ -10,16 +10,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from hdme_focus.core.errors import UsageError
-from hdme_focus.estimation.base import DefocusEstimator
 from hdme_focus.estimation.devices import Device, parse_device
+
+if TYPE_CHECKING:  # numpy and OpenCV: not needed to list names or parse options
+    from hdme_focus.estimation.base import DefocusEstimator
 
 DEFAULT_ESTIMATOR = "hdme-lite"
 ALIASES: dict[str, str] = {"hdme": DEFAULT_ESTIMATOR, "hdme-net": DEFAULT_ESTIMATOR}
 
-Factory = Callable[[str], DefocusEstimator]  # device name -> estimator
+Factory = Callable[[str], "DefocusEstimator"]  # device name -> estimator
 F = TypeVar("F", bound=Factory)
 _FACTORIES: dict[str, Factory] = {}
 
