@@ -97,6 +97,7 @@ def _serve(env: dict[str, str], calibration: Path, repeats: int) -> dict[str, An
         "autofocus": {"calibration": str(calibration)},
         "autofocus_margin32": {"calibration": str(calibration), "margin_px": 32},
         "estimate": {},
+        "status": {},  # no device, no model: the round trip alone
     }
     rows: dict[str, list[dict[str, float]]] = {name: [] for name in requests}
     try:
@@ -105,7 +106,8 @@ def _serve(env: dict[str, str], calibration: Path, repeats: int) -> dict[str, An
                 for name, fields in requests.items():
                     op = name.split("_")[0]
                     t1 = time.perf_counter()
-                    result = client.request(op, roi=ROI, **fields)["result"]
+                    roi = {} if op == "status" else {"roi": ROI}
+                    result = client.request(op, **roi, **fields)["result"]
                     wall = time.perf_counter() - t1
                     rows[name].append(
                         {

@@ -20,7 +20,6 @@ import os
 import socket
 import sys
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from hdme_focus.core.errors import EXIT_USAGE, HdmeError
@@ -118,12 +117,7 @@ class FocusClient:
     def __enter__(self) -> FocusClient:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
 

@@ -27,25 +27,23 @@ from sim_oracle import OracleEstimator, truth_calibration
 
 from hdme_focus.calibration.model import Calibration, load_calibration
 from hdme_focus.client import FocusClient, ServerError
-from hdme_focus.config import CameraConfig, InstrumentConfig, PathsConfig, to_toml
+from hdme_focus.config import InstrumentConfig, PathsConfig, to_toml
 from hdme_focus.estimation.base import DefocusEstimator
 from hdme_focus.instrument.devices import Instrument, open_instrument
 from hdme_focus.instrument.server import FocusServer, listening
 from hdme_focus.instrument.server import ServerError as StartError
 
-SIZE = (192, 144)
-
 
 @pytest.fixture
-def inst() -> Iterator[Instrument]:
-    cfg = InstrumentConfig(camera=CameraConfig(width_px=SIZE[0], height_px=SIZE[1]))
-    with open_instrument(cfg) as instrument:
-        yield instrument
-
-
-@pytest.fixture
-def served(inst: Instrument, tmp_path: Path) -> tuple[FocusServer, list[str | None], str, float]:
+def served(
+    small_config: InstrumentConfig, tmp_path: Path
+) -> Iterator[tuple[FocusServer, list[str | None], str, float]]:
     """A server over the simulator whose loaders record each call; (server, loads, roi, z0)."""
+    with open_instrument(small_config) as inst:
+        yield _server(inst, tmp_path)
+
+
+def _server(inst: Instrument, tmp_path: Path) -> tuple[FocusServer, list[str | None], str, float]:
     cal = truth_calibration(inst)
     cal.save(tmp_path / "calibration.json")
     box = cal.roi_named("D").roi
@@ -107,7 +105,7 @@ def test_a_new_calibration_file_is_loaded_again(
         ({"op": "autofocus", "roi": "0,0,10,10", "direction": "sideways"}, "sideways"),
         ({"op": "autofocus", "roi": "0,0,10,10", "max_tries": 0}, "max_tries 0"),
         ({"op": "autofocus", "roi": "0,0,10,10", "speed": 3}, "speed: Extra inputs"),
-        ({"op": "autofocus", "roi": "180,0,40,10"}, "180"),  # leaves the frame
+        ({"op": "autofocus", "roi": "150,0,40,10"}, "150"),  # leaves the 160 px frame
         ({"op": "estimate", "roi": "0,0,10,10", "calibration": "/nonexistent.json"}, "nonexist"),
     ],
 )
@@ -195,11 +193,8 @@ def test_the_socket_never_displaces_a_file_or_a_live_server(tmp_path: Path) -> N
         assert sock.getsockname() == str(path)
 
 
-def test_sigterm_stops_serve_like_a_command(tmp_path: Path) -> None:
-    cfg = InstrumentConfig(
-        camera=CameraConfig(width_px=SIZE[0], height_px=SIZE[1]),
-        paths=PathsConfig(output_dir=tmp_path / "out"),
-    )
+def test_sigterm_stops_serve_like_a_command(small_config: InstrumentConfig, tmp_path: Path) -> None:
+    cfg = small_config.model_copy(update={"paths": PathsConfig(output_dir=tmp_path / "out")})
     config = tmp_path / "instrument.toml"
     config.write_text(to_toml(cfg))
     path = _short_socket(tmp_path)
