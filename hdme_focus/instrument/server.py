@@ -371,17 +371,25 @@ def listening(socket_path: Path) -> Iterator[socket.socket]:
         finally:
             probe.close()
     path.parent.mkdir(parents=True, exist_ok=True)
+    # bound and listening under a temporary name, then linked into place: a client that
+    # sees the path can connect at once, and an existing file is never replaced
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     old_umask = os.umask(0o177)  # created 0600: only this user may drive the stage
     try:
-        sock.bind(str(path))
+        sock.bind(str(tmp))
+        sock.listen(8)
+        os.link(tmp, path)
     except OSError as exc:
         sock.close()
         raise ServerError(f"--socket {path}: cannot listen ({exc.strerror or exc})") from None
     finally:
         os.umask(old_umask)
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
     try:
-        sock.listen(8)
         yield sock
     finally:
         sock.close()
