@@ -39,7 +39,22 @@ app.command("emulate")(hardware_cmd.emulate)
 
 
 def main() -> None:
-    app(prog_name="hdme-focus")
+    """Run the app; a SIGTERM/SIGHUP outside any command's work (argument parsing, the
+    last prints, shut-down) ends with one line and 128 + N too, never a silent kill."""
+    from hdme_focus.cli.common import err_console
+    from hdme_focus.core.errors import InterruptedBySignal
+    from hdme_focus.core.signals import signals_as_exceptions
+
+    try:
+        with signals_as_exceptions():
+            app(prog_name="hdme-focus")
+    except InterruptedBySignal as exc:
+        err_console.print(
+            f"[yellow]interrupted ({exc.signal_name}) outside a command's work; nothing "
+            "was moving or half-written.[/]",
+            highlight=False,
+        )
+        raise SystemExit(exc.exit_code) from None
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -86,3 +86,22 @@ def test_without_the_guard_sigterm_kills_before_cleanup() -> None:
     guarded = subprocess.run([sys.executable, "-c", code, "guard"], capture_output=True, text=True)
     assert bare.returncode == -signal.SIGTERM and "cleanup" not in bare.stdout
     assert guarded.returncode == 128 + signal.SIGTERM and "cleanup" in guarded.stdout
+
+
+def test_a_signal_after_the_command_is_one_line_not_a_silent_kill() -> None:
+    """SIGTERM while the CLI prints its result or shuts down: exit 143 with one line."""
+    code = textwrap.dedent(
+        """
+        import os, signal, sys
+        import hdme_focus.cli.app as cli
+        def late(*args, **kwargs):
+            os.kill(os.getpid(), signal.SIGTERM)  # the command is done, the app is returning
+            for _ in range(10000):
+                pass
+        cli.app = late
+        cli.main()
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 128 + signal.SIGTERM, done.stderr
+    assert "interrupted (SIGTERM) outside a command's work" in done.stderr
