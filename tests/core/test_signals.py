@@ -105,3 +105,17 @@ def test_a_signal_after_the_command_is_one_line_not_a_silent_kill() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 128 + signal.SIGTERM, done.stderr
     assert "interrupted (SIGTERM) outside a command's work" in done.stderr
+
+
+def test_a_signal_during_shutdown_keeps_the_finished_commands_exit_code() -> None:
+    code = textwrap.dedent(
+        """
+        import atexit, os, signal
+        import hdme_focus.cli.app as cli
+        atexit.register(lambda: os.kill(os.getpid(), signal.SIGTERM))  # arrives at shut-down
+        cli.app = lambda **kwargs: None
+        cli.main()
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
