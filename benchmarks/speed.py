@@ -1,10 +1,13 @@
-"""Latency and peak memory per frame of every HDME-Net preset, on CPU and (if present) CUDA.
+"""Latency and peak memory per frame of every HDME-Net preset and the patch classifier.
 
-Runs the public estimator path (standardise, pad, BN-fused network) on random
-weights: speed does not depend on the weight values. CPU: torch threads set to
---threads (2 by default: the target autofocus machine). CUDA: fp16, timed with
-torch.cuda.synchronize. Peak memory: CUDA max_memory_allocated; on CPU the rise
-of peak RSS during one predict() in a fresh process (activations + workspace).
+Runs the public estimator path (HDME-Net: standardise, pad, BN-fused network;
+patch classifier: pre-smooth, unfold 32 px windows at --step 8 and 16, BN-fused
+MobileNetV2 in batches, accumulate) on random weights: speed does not depend on
+the weight values. CPU: torch threads set to --threads (2 by default: the
+target autofocus machine). CUDA (if present): HDME fp16, timed with
+torch.cuda.synchronize. Peak memory: CUDA max_memory_allocated; on CPU the
+rise of peak RSS during one predict() in a fresh process (activations +
+workspace).
 
     python benchmarks/speed.py [--repeats 7] [--threads 2] [--out docs/benchmarks]
 """
@@ -24,11 +27,22 @@ from typing import Any
 import numpy as np
 import torch
 
+from hdme_focus.core.atomic import write_text_atomic
+from hdme_focus.estimation.base import DefocusEstimator
 from hdme_focus.estimation.estimator import HDMEEstimator
-from hdme_focus.estimation.model import PRESETS, build_model, count_macs, count_params
+from hdme_focus.estimation.model import (
+    DEFAULT_PATCH_PRESET,
+    PRESETS,
+    build_model,
+    build_patch_net,
+    count_macs,
+    count_params,
+)
+from hdme_focus.estimation.patch_classifier import PatchClassifierEstimator
 
 SIZES_PX = (512, 1024)
 W48_CPU_SIZE_PX = 256  # the paper-size model is too slow on a 2-core CPU at 512 and above
+PATCH_STEPS_PX = (8, 16)
 
 
 def _cpu_name() -> str:
@@ -41,16 +55,31 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def _cpu_peak_mb(preset: str, size: int, threads: int) -> float:
+def _hdme_code(preset: str, size: int) -> str:
+    return (
+        "from hdme_focus.estimation.estimator import HDMEEstimator\n"
+        "from hdme_focus.estimation.model import build_model\n"
+        f"est = HDMEEstimator(build_model({preset!r}), sigma_max_px=10.0, device='cpu', "
+        f"tile_px={max(512, size)})\n"
+    )
+
+
+def _patch_code(preset: str, step: int) -> str:
+    return (
+        "from hdme_focus.estimation.patch_classifier import PatchClassifierEstimator\n"
+        "from hdme_focus.estimation.model import build_patch_net\n"
+        f"est = PatchClassifierEstimator(build_patch_net({preset!r}), sigma_max_px=10.0, "
+        f"device='cpu', step_px={step})\n"
+    )
+
+
+def _cpu_peak_mb(build: str, size: int, threads: int) -> float:
     """Peak RSS rise during one predict() in a fresh process (peak reset via clear_refs)."""
     code = (
         "import numpy as np, torch\n"
-        "from hdme_focus.estimation.estimator import HDMEEstimator\n"
-        "from hdme_focus.estimation.model import build_model\n"
         f"torch.set_num_threads({threads})\n"
-        f"est = HDMEEstimator(build_model({preset!r}), sigma_max_px=10.0, device='cpu', "
-        f"tile_px={max(512, size)})\n"
-        f"frame = np.random.default_rng(0).random(({size}, {size})).astype(np.float32)\n"
+        + build
+        + f"frame = np.random.default_rng(0).random(({size}, {size})).astype(np.float32)\n"
         "def status(key):\n"
         "    for line in open('/proc/self/status'):\n"
         "        if line.startswith(key): return int(line.split()[1]) / 1024\n"
@@ -63,7 +92,7 @@ def _cpu_peak_mb(preset: str, size: int, threads: int) -> float:
     return float(out.stdout.strip().splitlines()[-1])
 
 
-def _time(est: HDMEEstimator, size: int, repeats: int, cuda: bool) -> tuple[float, float]:
+def _time(est: DefocusEstimator, size: int, repeats: int, cuda: bool) -> tuple[float, float]:
     frame = np.random.default_rng(0).random((size, size)).astype(np.float32)
     est.predict(frame)  # warm-up: allocator, kernel selection
     if cuda:
@@ -82,6 +111,15 @@ def _time(est: HDMEEstimator, size: int, repeats: int, cuda: bool) -> tuple[floa
     return statistics.median(times) * 1000.0, mem
 
 
+def _measure(
+    est: HDMEEstimator | PatchClassifierEstimator, build: str, size: int, n: int, threads: int
+) -> tuple[float, float]:
+    """(median latency ms, peak memory MB): CUDA's allocator peak, or the CPU RSS probe."""
+    cuda = est.device.type == "cuda"
+    ms, mem = _time(est, size, n, cuda)
+    return ms, (mem if cuda else _cpu_peak_mb(build, size, threads))
+
+
 def run(repeats: int, threads: int) -> dict[str, Any]:
     torch.set_num_threads(threads)
     rows: list[dict[str, Any]] = []
@@ -98,12 +136,12 @@ def run(repeats: int, threads: int) -> dict[str, Any]:
                 n = repeats if size <= 512 else max(3, repeats // 2)
                 if preset == "hdme-w48" and dev == "cpu":
                     n = 2  # tens of seconds per frame
-                ms, mem = _time(est, size, n, dev == "cuda")
-                if dev == "cpu":
-                    mem = _cpu_peak_mb(preset, size, threads)
+                ms, mem = _measure(est, _hdme_code(preset, size), size, n, threads)
                 rows.append(
                     {
+                        "estimator": "hdme-net",
                         "preset": preset,
+                        "step_px": None,
                         "device": dev,
                         "precision": "fp16" if est.half else "fp32",
                         "size_px": size,
@@ -115,6 +153,7 @@ def run(repeats: int, threads: int) -> dict[str, Any]:
                 )
                 print(rows[-1], flush=True)
                 del est
+    rows += _patch_rows(devices, repeats, threads)
     return {
         "machine": {
             "cpu": _cpu_name(),
@@ -130,25 +169,58 @@ def run(repeats: int, threads: int) -> dict[str, Any]:
     }
 
 
+def _patch_rows(devices: list[str], repeats: int, threads: int) -> list[dict[str, Any]]:
+    """The shipped patch-classifier preset at each frame size and window step."""
+    rows: list[dict[str, Any]] = []
+    preset = DEFAULT_PATCH_PRESET
+    params = count_params(build_patch_net(preset))
+    for dev in devices:
+        for size in SIZES_PX:
+            for step in PATCH_STEPS_PX:
+                est = PatchClassifierEstimator(
+                    build_patch_net(preset), sigma_max_px=10.0, device=dev, step_px=step
+                )
+                n = min(3, repeats) if size * 8 <= 512 * step else 2  # 1024 @ step 8: ~17k
+                ms, mem = _measure(est, _patch_code(preset, step), size, n, threads)
+                rows.append(
+                    {
+                        "estimator": "patch-classifier",
+                        "preset": preset,
+                        "step_px": step,
+                        "device": dev,
+                        "precision": "fp32",
+                        "size_px": size,
+                        "latency_ms": round(ms, 1),
+                        "peak_mem_mb": round(mem, 1),
+                        "params": params,
+                        "gmac_512": None,
+                    }
+                )
+                print(rows[-1], flush=True)
+    return rows
+
+
 def to_markdown(result: dict[str, Any]) -> str:
     m = result["machine"]
     lines = [
-        "# HDME-Net speed",
+        "# Estimator speed: HDME-Net presets and the patch classifier",
         "",
         f"Machine: {m['cpu']}, {m['logical_cpus']} logical CPUs, torch {m['torch']}, "
         f"{result['threads']} torch threads; GPU: {m['gpu'] or 'none'}. "
         f"Median of {result['repeats']} runs (3 at 1024 px, 2 for hdme-w48 on CPU) after a "
         "warm-up, through "
-        "`HDMEEstimator.predict` (BN folded into convolutions). CPU memory is the rise of "
-        "peak RSS during one predict() in a fresh process; CUDA memory is max_memory_allocated.",
+        "`predict` of each estimator (BN folded into convolutions). CPU memory is the rise of "
+        "peak RSS during one predict() in a fresh process; CUDA memory is max_memory_allocated. "
+        f"Command: `{result.get('command', 'python benchmarks/speed.py')}`.",
         "",
-        "| preset | params | GMAC @512 | device | precision | frame | latency (ms) | peak mem (MB) "
-        "|",
-        "|---|---|---|---|---|---|---|---|",
+        "| estimator | preset | step | params | GMAC @512 | device | precision | frame "
+        "| latency (ms) | peak mem (MB) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in result["rows"]:
         lines.append(
-            f"| {r['preset']} | {r['params'] / 1e6:.2f} M | {r['gmac_512']} | {r['device']} | "
+            f"| {r.get('estimator', 'hdme-net')} | {r['preset']} | {r.get('step_px') or '-'} | "
+            f"{r['params'] / 1e6:.2f} M | {r['gmac_512'] or '-'} | {r['device']} | "
             f"{r['precision']} | {r['size_px']}x{r['size_px']} | {r['latency_ms']} | "
             f"{r['peak_mem_mb']} |"
         )
@@ -157,7 +229,13 @@ def to_markdown(result: dict[str, Any]) -> str:
         f"hdme-w48 on CPU is measured at {W48_CPU_SIZE_PX}x{W48_CPU_SIZE_PX} only: at 512 px and "
         "above it takes many seconds per frame on this CPU.",
         "",
+        "The patch classifier classifies one 32 x 32 window per `step` px in each direction "
+        "(a 512 px frame is ~4,500 windows at step 8, ~1,200 at step 16), so its time grows "
+        "with the square of 1/step; its rows are the median of 3 runs (2 at 1024 px, step 8).",
+        "",
     ]
+    if result.get("note"):
+        lines += [str(result["note"]), ""]
     return "\n".join(lines)
 
 
@@ -166,11 +244,17 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=Path("docs/benchmarks"))
+    ap.add_argument("--note", default="", help="a line about the run (e.g. a shared machine)")
     args = ap.parse_args()
     result = run(args.repeats, args.threads)
+    argv = [a for a in sys.argv[1:] if a != args.note]
+    result["command"] = "python benchmarks/speed.py " + " ".join(argv).replace(
+        "--note", '--note "..."'
+    )
+    result["note"] = args.note
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "speed.json").write_text(json.dumps(result, indent=2) + "\n")
-    (args.out / "speed.md").write_text(to_markdown(result))
+    write_text_atomic(args.out / "speed.json", json.dumps(result, indent=2) + "\n")
+    write_text_atomic(args.out / "speed.md", to_markdown(result))
     print(to_markdown(result))
 
 

@@ -33,10 +33,12 @@ def parse_device(device: str | Device) -> str:
     raise UsageError(f"unknown device {device!r}; choose one of {choices} (or cuda:N)")
 
 
-def resolve_device(device: str | Device = Device.AUTO) -> torch.device:
+def resolve_device(device: str | Device | torch.device = Device.AUTO) -> torch.device:
     """The torch device; UsageError if CUDA is asked for and absent."""
     import torch
 
+    if isinstance(device, torch.device):
+        return device
     name = parse_device(device)
     if name != Device.AUTO.value:
         dev = torch.device(name)

@@ -93,7 +93,7 @@ class HDMEEstimator(GrayEstimator):
         overlap_px: int = DEFAULT_OVERLAP_PX,
         metadata: dict[str, str] | None = None,
     ) -> None:
-        self.device = device if isinstance(device, torch.device) else resolve_device(device)
+        self.device = resolve_device(device)
         self.half = self.device.type == "cuda" if half is None else half
         self.multiple = model.config.input_multiple
         if tile_px % self.multiple or tile_px <= 2 * overlap_px:

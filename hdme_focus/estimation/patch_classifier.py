@@ -34,7 +34,7 @@ from hdme_focus.estimation.model import PatchNet, fuse_for_inference, standardiz
 
 PRESMOOTH_PX = 1.0
 DEFAULT_STEP_PX = 8
-DEFAULT_BATCH_PATCHES = 2048
+DEFAULT_BATCH_PATCHES = 256  # measured: larger chunks are slower on CPU (cache)
 
 
 def class_values_px(num_classes: int, sigma_max_px: float) -> torch.Tensor:
@@ -106,8 +106,10 @@ class PatchClassifierEstimator(GrayEstimator):
     ) -> None:
         if step_px < 1 or step_px > model.config.patch_px:
             raise ValueError(f"step_px must be in 1..{model.config.patch_px}, got {step_px}")
-        self.device = device if isinstance(device, torch.device) else resolve_device(device)
-        self.model = fuse_for_inference(model).to(self.device)
+        self.device = resolve_device(device)
+        # channels-last: depthwise convolutions ~3x faster on CPU (oneDNN), measured
+        fused = fuse_for_inference(model).to(self.device)
+        self.model = fused.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.patch_px = model.config.patch_px
         self.sigma_max_px = float(sigma_max_px)
         self.values_px = class_values_px(model.config.num_classes, sigma_max_px)
@@ -143,7 +145,8 @@ class PatchClassifierEstimator(GrayEstimator):
     def _classify(self, patches: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         sig, conf = [], []
         for i in range(0, patches.shape[0], self.batch_patches):  # bounded memory, not per patch
-            xb = standardize(patches[i : i + self.batch_patches]).to(self.device)
+            xb = standardize(patches[i : i + self.batch_patches])
+            xb = xb.to(self.device, memory_format=torch.channels_last)
             a, b = read_out(self.model(xb).float().cpu(), self.values_px)
             sig.append(a)
             conf.append(b)

@@ -139,7 +139,9 @@ def weights_digest(path: Path | str, length: int = 12) -> str:
 
 def write_model_card(weights_path: Path, card: dict[str, Any]) -> Path:
     """`<stem>.json` beside the weights: the card a person reads (the header holds a copy)."""
-    return write_text_atomic(weights_path.with_suffix(".json"), json.dumps(card, indent=2) + "\n")
+    path = write_text_atomic(weights_path.with_suffix(".json"), json.dumps(card, indent=2) + "\n")
+    path.chmod(0o644)  # shared like the weights, not owner-only like the temporary file
+    return path
 
 
 def model_card(meta: dict[str, str]) -> dict[str, Any]:

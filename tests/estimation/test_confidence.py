@@ -16,7 +16,7 @@ from hdme_focus.estimation.estimator import (
 )
 from hdme_focus.estimation.model import build_model, local_contrast_normalize, standardize
 from hdme_focus.estimation.train import TrainRecipe
-from hdme_focus.estimation.train.loop import loss_fn
+from hdme_focus.estimation.train.tasks import loss_fn
 
 
 def _texture(seed: int = 0) -> torch.Tensor:

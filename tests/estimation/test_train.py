@@ -25,6 +25,7 @@ from hdme_focus.estimation.train import (
     lr_at,
     train,
 )
+from hdme_focus.estimation.train.tasks import TASKS
 from hdme_focus.estimation.weights import default_weights_path
 
 
@@ -168,7 +169,7 @@ def test_export_writes_loadable_weights_and_a_model_card(tmp_path: Path) -> None
 def test_shipped_recipes_are_valid() -> None:
     for path in sorted(RECIPES_DIR.glob("*.toml")):
         recipe = load_recipe(path)
-        build_model(recipe.preset)  # the preset exists
+        TASKS[recipe.model].build(recipe.preset)  # the preset exists for its model
     assert (RECIPES_DIR / "hdme-lite-cpu.toml").exists()
 
 

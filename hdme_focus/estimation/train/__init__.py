@@ -2,8 +2,9 @@
 
 from hdme_focus.estimation.train.checkpoints import BEST_NAME, CKPT_NAME
 from hdme_focus.estimation.train.export import export, heldout_summary
-from hdme_focus.estimation.train.loop import TrainResult, loss_fn, train
+from hdme_focus.estimation.train.loop import TrainResult, train
 from hdme_focus.estimation.train.recipe import RECIPES_DIR, TrainRecipe, load_recipe, lr_at
+from hdme_focus.estimation.train.tasks import loss_fn
 
 __all__ = [
     "BEST_NAME",

@@ -1,4 +1,4 @@
-"""The training loop: an HDME-Net preset on synthetic defocus samples, with resume.
+"""The training loop: a model (`tasks`) on synthetic defocus samples, with exact resume.
 
 Determinism: the batch of step s is samples [s*B*W + r*B, ...) of a seeded
 on-the-fly dataset (W ranks, rank r), and the learning rate is a pure function
@@ -26,18 +26,12 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from hdme_focus.estimation.base import texture_mask
+from hdme_focus.core.atomic import write_figure_atomic, write_text_atomic
 from hdme_focus.estimation.devices import resolve_device
-from hdme_focus.estimation.model import (
-    PRESETS,
-    build_model,
-    count_params,
-    standardize,
-)
+from hdme_focus.estimation.model import count_params
 from hdme_focus.estimation.synthesis import SyntheticDefocusDataset, make_test_set
 from hdme_focus.estimation.train.checkpoints import (
     BEST_NAME,
@@ -47,6 +41,7 @@ from hdme_focus.estimation.train.checkpoints import (
     save_checkpoint,
 )
 from hdme_focus.estimation.train.recipe import TrainRecipe, lr_at
+from hdme_focus.estimation.train.tasks import TASKS
 from hdme_focus.estimation.weights import read_weights, save_weights
 
 METRICS_NAME = "metrics.csv"
@@ -103,58 +98,6 @@ def _batches(
     yield from loader
 
 
-def _prepare(x: torch.Tensor, step: int, recipe: TrainRecipe) -> torch.Tensor:
-    """Standardise each crop (as inference does per frame), then a seeded random gain."""
-    x = standardize(x)
-    if recipe.contrast_jitter > 0:
-        g = torch.Generator().manual_seed(recipe.seed * 1_000_003 + step)
-        gain = torch.exp(
-            (torch.rand(x.shape[0], 1, 1, 1, generator=g) * 2 - 1) * recipe.contrast_jitter
-        )
-        x = x * gain
-    return x
-
-
-NLL_WEIGHT = 0.1
-
-
-def loss_fn(pred: torch.Tensor, target: torch.Tensor, recipe: TrainRecipe) -> torch.Tensor:
-    """L1 on sigma / sigma_max; with an uncertainty channel also the Laplace NLL of the
-    error, whose sigma is detached so the scale head learns calibration, not the blur."""
-    smax = recipe.synthesis.sigma_max_px
-    p, t = pred[:, :1].float() / smax, target / smax
-    loss = F.l1_loss(p, t)
-    if recipe.loss == "l1+mse":
-        loss = loss + recipe.mse_weight * F.mse_loss(p, t)
-    if pred.shape[1] == 2:
-        log_b = pred[:, 1:2].float()
-        err = (pred[:, :1].float().detach() - target).abs()
-        loss = loss + NLL_WEIGHT * (err * torch.exp(-log_b) + log_b).mean()
-    return loss
-
-
-@torch.no_grad()
-def validate(
-    model: nn.Module, val: dict[str, Any], device: torch.device, smax: float
-) -> dict[str, float]:
-    """MAE in px over all pixels and normalised MAE over textured pixels of the held-out crops."""
-    model.eval()
-    x = torch.from_numpy(val["images"])[:, None]
-    y = val["sigma_px"]
-    preds = []
-    for i in range(0, x.shape[0], 8):
-        xb = standardize(x[i : i + 8]).to(device)
-        preds.append(model(xb).float().cpu()[:, 0].numpy())
-    model.train()
-    p = np.concatenate(preds)
-    mask = np.stack([texture_mask(im) for im in val["images"]])
-    err = np.abs(p - y)
-    return {
-        "val_mae_px": float(err.mean()),
-        "val_mae_norm_textured": float(err[mask].mean() / smax) if mask.any() else float("nan"),
-    }
-
-
 # --------------------------------------------------------------------------- outputs
 
 
@@ -194,7 +137,13 @@ def plot_metrics(csv_path: Path, png_path: Path) -> None:
         if r["val_mae_norm_textured"]
     ]
     fig, ax = plt.subplots(figsize=(7, 4))
-    ax.plot(steps, loss, lw=0.6, alpha=0.6, label="train loss (L1 of sigma/sigma_max)")
+    ax.plot(
+        steps,
+        loss,
+        lw=0.6,
+        alpha=0.6,
+        label="train loss (L1 of sigma/sigma_max, or cross-entropy)",
+    )
     if vs:
         ax.plot(*zip(*vs, strict=True), "o-", label="held-out MAE / sigma_max (textured)")
     ax.set_xlabel("step")
@@ -202,7 +151,7 @@ def plot_metrics(csv_path: Path, png_path: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.subplots_adjust(left=0.1, right=0.97, bottom=0.12, top=0.96)
-    fig.savefig(png_path, dpi=110)
+    write_figure_atomic(png_path, fig, dpi=110)
     plt.close(fig)
 
 
@@ -263,8 +212,12 @@ def train(
     """
     from hdme_focus.estimation.sources import load_source_images
 
-    if recipe.preset not in PRESETS:
-        raise ValueError(f"unknown preset {recipe.preset!r}; choose one of {', '.join(PRESETS)}")
+    task = TASKS[recipe.model]
+    if recipe.preset not in task.presets:
+        raise ValueError(
+            f"unknown preset {recipe.preset!r} for model {recipe.model!r}; "
+            f"choose one of {', '.join(task.presets)}"
+        )
     dist, dev = _init_distributed(device)
     run_dir.mkdir(parents=True, exist_ok=True)
     ckpt = run_dir / CKPT_NAME
@@ -275,9 +228,7 @@ def train(
     smax = recipe.synthesis.sigma_max_px
 
     torch.manual_seed(recipe.seed)
-    # channels-last: ~1.3x faster convolutions on CPU (oneDNN) and on tensor cores
-    model = build_model(recipe.preset).to(dev)
-    model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    model = task.build(recipe.preset).to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
     start, best = 0, float("inf")
     if recipe.init_weights and not resume:  # on resume the checkpoint already holds them
@@ -296,7 +247,7 @@ def train(
                 f"{ckpt} was trained with a different recipe; resume with the same recipe file"
             )
     if dist.main:  # on resume too: a run may be extended with more --steps or minutes
-        (run_dir / "recipe.json").write_text(recipe.model_dump_json(indent=2))
+        write_text_atomic(run_dir / "recipe.json", recipe.model_dump_json(indent=2))
     net: nn.Module = model
     if dist.world > 1:
         net = nn.parallel.DistributedDataParallel(
@@ -331,7 +282,7 @@ def train(
     deadline = recipe.max_minutes
     step = start
     bar = _progress(progress and dist.main)
-    task = bar.add_task("train", total=recipe.steps, completed=start) if bar else None
+    bar_task = bar.add_task("train", total=recipe.steps, completed=start) if bar else None
     running: list[float] = []
     try:
         if bar:
@@ -345,13 +296,13 @@ def train(
             lr = lr_at(step, recipe, frac)
             for g in opt.param_groups:
                 g["lr"] = lr
-            xb = _prepare(x, step, recipe).to(dev, memory_format=torch.channels_last)
-            yb = y.to(dev, memory_format=torch.channels_last)
+            xb = task.inputs(x, step, recipe).to(dev)
+            yb = task.targets(y, recipe).to(dev)
             with torch.autocast(dev.type, dtype=amp_dtype, enabled=use_amp):
                 pred = net(xb)
-            loss = loss_fn(pred, yb, recipe)
+            loss = task.loss(pred, yb, recipe)
             opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()  # type: ignore[no-untyped-call]
+            torch.autograd.backward(scaler.scale(loss))
             scaler.unscale_(opt)
             nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
             scaler.step(opt)
@@ -368,7 +319,7 @@ def train(
                 step == recipe.steps or step == stop_after or (deadline is not None and frac >= 1.0)
             )
             if dist.main and (step % recipe.val_every == 0 or last):
-                v = validate(model, val, dev, smax)
+                v = task.validate(model, val, dev, smax)
                 row.update({k: f"{val_:.5f}" for k, val_ in v.items()})
                 if v["val_mae_norm_textured"] < best:
                     best = v["val_mae_norm_textured"]
@@ -385,9 +336,9 @@ def train(
                 if step % recipe.checkpoint_every == 0 or last:
                     save_checkpoint(ckpt, model, opt, step, recipe, best)
                     plot_metrics(metrics, run_dir / "loss.png")
-            if bar and task is not None:
+            if bar and bar_task is not None:
                 bar.update(
-                    task,
+                    bar_task,
                     completed=step,
                     description=f"loss {np.mean(running[-50:]):.4f} best {best:.4f}",
                 )
@@ -398,7 +349,8 @@ def train(
             bar.stop()
     wall = elapsed_before + time.monotonic() - t0
     if dist.main:
-        (run_dir / "train_info.json").write_text(
+        write_text_atomic(
+            run_dir / "train_info.json",
             json.dumps(
                 {
                     "step": step,
@@ -409,7 +361,7 @@ def train(
                     "torch": torch.__version__,
                 },
                 indent=2,
-            )
+            ),
         )
     return TrainResult(run_dir, step, best, wall)
 

@@ -25,7 +25,8 @@ class TrainRecipe(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    preset: str = DEFAULT_PRESET
+    model: Literal["hdme-net", "patch-classifier"] = "hdme-net"
+    preset: str = DEFAULT_PRESET  # of that model: model.PRESETS or model.PATCH_PRESETS
     steps: int = Field(6000, ge=1)
     batch_size: int = Field(16, ge=1)
     crop_px: int = Field(80, ge=16)
