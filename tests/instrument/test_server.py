@@ -53,7 +53,7 @@ def _server(inst: Instrument, tmp_path: Path) -> tuple[FocusServer, list[str | N
 
     def load_estimator(name: str | None) -> DefocusEstimator:
         loads.append(name)
-        return OracleEstimator(cam, box, noise_px=0.05)  # type: ignore[return-value]
+        return OracleEstimator(cam, box, noise_px=0.05)
 
     def load_cal(source: Path, est: DefocusEstimator) -> Calibration:
         return load_calibration(source)
