@@ -20,8 +20,8 @@ def _bench(axial_mm: float) -> tuple[SimCamera, tuple[int, int, int, int], float
         optics=OpticsConfig(axial_chromatic_mm=axial_mm),
     )
     _, camera, _ = open_sim(cfg)
-    roi = tuple(int(v) for v in camera.scene.regions["D"])
-    return camera, roi, camera.focus_position_mm(roi)  # type: ignore[return-value]
+    x, y, w, h = (int(v) for v in camera.scene.regions["D"])
+    return camera, (x, y, w, h), camera.focus_position_mm((x, y, w, h))
 
 
 def _frame(camera: SimCamera, position_mm: float) -> np.ndarray:
@@ -68,7 +68,9 @@ def test_jpeg_colour_subsampling_with_a_weak_aberration_abstains() -> None:
     rgb8 = (rgb16 >> 4).astype(np.uint8)
     ok, buf = cv2.imencode(".jpg", rgb8[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 90])
     assert ok
-    jpeg = cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1]
+    decoded = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+    assert decoded is not None
+    jpeg = decoded[..., ::-1]
     assert not chroma_cue(jpeg, roi).speaks
 
 
