@@ -79,6 +79,8 @@ class AutofocusResult:
         ]
         if self.direction:
             parts.append(f"direction {self.direction}{' (ambiguous)' * self.ambiguous}")
+        if self.chroma is not None and self.chroma.get("abstained"):
+            parts.append(f"chroma abstained: {self.chroma['abstained']}")
         if math.isfinite(self.measured_sigma_px):
             note = " (beyond the calibrated range)" if self.beyond_range else ""
             parts.append(f"sigma {self.measured_sigma_px:.2f} px{note}")

@@ -116,6 +116,7 @@ def test_gray_frames_fall_back_to_prior_or_probe(bench: ChromaBench) -> None:
         result = autofocus_hdme(inst, roi, bench.estimator, bench.calibration, opts)
     assert result.direction == "probe"
     assert result.chroma is not None and result.chroma["abstained"]
+    assert "chroma abstained: " in result.summary_line()  # the user reads why
     assert abs(result.final_mm - z0) < 0.25
 
 
