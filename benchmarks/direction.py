@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
+import json
 import math
 import os
 import platform
@@ -248,8 +249,8 @@ def pcb_case(binning: int) -> dict[str, Any] | None:
 # --------------------------------------------------------------------------- report
 
 
-def _pct(v: float) -> str:
-    return "n/a" if not math.isfinite(v) else f"{100 * v:.1f} %"
+def _pct(v: float | None) -> str:
+    return "n/a" if v is None or not math.isfinite(v) else f"{100 * v:.1f} %"
 
 
 def report(results: dict[str, Any]) -> str:
@@ -289,7 +290,7 @@ def report(results: dict[str, Any]) -> str:
             f"| {_pct(jp['wrong_fraction_of_all'])} | {r['cue_ms_median']:.0f} |"
         )
     offsets = [r["raw"]["wrong_max_offset"] for r in results["simulator"]]
-    worst = max((v for v in offsets if math.isfinite(v)), default=math.nan)
+    worst = max((v for v in offsets if v is not None and math.isfinite(v)), default=math.nan)
     total = sum(r["raw"]["trials"] for r in results["simulator"])
     wrong = sum(
         r["raw"]["wrong_fraction_of_all"] * r["raw"]["trials"] for r in results["simulator"]
@@ -299,7 +300,8 @@ def report(results: dict[str, Any]) -> str:
         f"All simulator trials: {total}, wrong direction {_pct(wrong / max(total, 1))} "
         "(target <= 1 %); the farthest wrong start was "
         + ("none" if not math.isfinite(worst) else f"{worst:.1f} DOF")
-        + " from focus (near focus the red-blue difference is smallest).",
+        + " from focus. Per row, `wrong_max_offset` in direction.json gives the farthest "
+        "wrong start in DOF.",
         "",
         "## Real JPEG frames: ../shared/data/pcb-focus-sweep",
         "",
@@ -331,7 +333,12 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--trials", type=int, default=200, help="per scene and aberration")
     p.add_argument("--quick", action="store_true", help="one scene, one aberration, 30 trials")
+    p.add_argument("--report-only", action="store_true", help="rewrite the .md from the .json")
     args = p.parse_args()
+    if args.report_only:
+        data = json.loads((DOCS / "direction.json").read_text(encoding="utf-8"))
+        write_text_atomic(DOCS / "direction.md", report(data))
+        return
     started = time.perf_counter()
     scenes, aberrations, trials = SCENES, AXIAL_MM, args.trials
     if args.quick:

@@ -12,6 +12,7 @@ again when the calibration changes.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from dataclasses import asdict, dataclass
@@ -104,7 +105,8 @@ def load_or_calibrate_chroma(
     """The kept convention of this calibration, else read it from its sweep and keep it.
 
     With the sweep gone, the convention says so and the cue abstains (the
-    direction falls back to prior/probe); nothing is written.
+    direction falls back to prior/probe); nothing is written. Reading the sweep
+    takes a few seconds, once per calibration.
     """
     path = convention_path(calibration_path)
     try:
@@ -122,5 +124,6 @@ def load_or_calibrate_chroma(
         why = f"the calibration's sweep {sweep_dir} cannot be read ({exc}); recalibrate"
         return ChromaConvention(None, 0, math.nan, 0, calibration.created, why)
     convention = calibrate_chroma(record, calibration)
-    write_json_atomic(path, {"format": FORMAT, "version": 1, "convention": asdict(convention)})
+    with contextlib.suppress(OSError):  # a read-only folder: read the sweep again next time
+        write_json_atomic(path, {"format": FORMAT, "version": 1, "convention": asdict(convention)})
     return convention
