@@ -72,7 +72,8 @@ EstimatorOption: Any = typer.Option(
     None,
     "--estimator",
     help=f"{DEFAULT_ESTIMATOR} (default; paths.weights when set), hdme-tiny (faster), "
-    "a weights file, or a baseline: reblur, focus-measure.",
+    "hdme-lite-conf, patch-classifier, a weights file, or a baseline: reblur, "
+    "focus-measure; append +refine for the guided refinement (e.g. reblur+refine).",
     show_default=False,
 )
 DeviceOption: Any = typer.Option(Device.AUTO, "--device", help="Estimator device.")

@@ -17,6 +17,7 @@ from hdme_focus.estimation.base import DefocusEstimator
 from hdme_focus.estimation.devices import Device, parse_device
 
 DEFAULT_ESTIMATOR = "hdme-lite"
+REFINE_SUFFIX = "+refine"  # any estimator, guided-filter refined: `reblur+refine`
 ALIASES: dict[str, str] = {"hdme": DEFAULT_ESTIMATOR, "hdme-net": DEFAULT_ESTIMATOR}
 
 Factory = Callable[[str], DefocusEstimator]  # device name -> estimator
@@ -56,10 +57,19 @@ def create_estimator(name: str, device: str | Device = Device.CPU) -> DefocusEst
 def load_estimator(
     name_or_weights: str | Path | None = None, device: str | Device = Device.AUTO
 ) -> DefocusEstimator:
-    """None: the default; a registered name; or a weights file (HDME-Net or patch classifier)."""
+    """None: the default; a registered name; or a weights file (HDME-Net or patch classifier).
+
+    A name or file ending in `+refine` is that estimator with its map refined by the
+    frame (`refine.RefinedEstimator`); its name keeps the suffix, so a calibration
+    made with refinement is refused without it and the other way round.
+    """
     if name_or_weights is None:
         return create_estimator(DEFAULT_ESTIMATOR, device)
     s = str(name_or_weights)
+    if s.endswith(REFINE_SUFFIX):
+        from hdme_focus.estimation.refine import RefinedEstimator
+
+        return RefinedEstimator(load_estimator(s.removesuffix(REFINE_SUFFIX) or None, device))
     if s.endswith(".safetensors") or Path(s).is_file():
         return from_weights_file(Path(s), parse_device(device))
     return create_estimator(s, device)
