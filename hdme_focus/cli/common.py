@@ -55,6 +55,7 @@ class Direction(StrEnum):
     auto = "auto"
     prior = "prior"
     probe = "probe"
+    chroma = "chroma"
 
 
 class Side(StrEnum):

@@ -178,7 +178,8 @@ def autofocus_cmd(
     direction: Direction = typer.Option(
         Direction.auto,
         "--direction",
-        help="hdme: auto (prior if unambiguous, else probe), prior, probe.",
+        help="hdme: auto (prior if unambiguous, else probe), prior, probe, or chroma (the side "
+        "from axial colour in one RGB frame; auto when it abstains).",
     ),
     verify: bool = typer.Option(False, "--verify", help="Capture after the move; report residual."),
     max_tries: int = typer.Option(
@@ -253,6 +254,12 @@ def autofocus_cmd(
         try:
             if hdme is not None:
                 cal, est = hdme
+                chroma = None
+                if direction is Direction.chroma:
+                    from hdme_focus.instrument.chroma_direction import load_or_calibrate_chroma
+
+                    cal_path = calibration or default_calibration_path(cfg)
+                    chroma = load_or_calibrate_chroma(cal_path, cal)
                 opts = HdmeOptions(
                     strategy=direction.value,
                     verify=verify,
@@ -260,6 +267,7 @@ def autofocus_cmd(
                     prior_uncertainty_mm=prior_uncertainty,
                     state_file=state_path(cfg.paths.output_dir),
                     margin_px=margin,
+                    chroma=chroma,
                 )
                 result = autofocus_hdme(inst, region, est, cal, opts)
             else:
