@@ -28,6 +28,7 @@ import json
 import math
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -130,6 +131,7 @@ def _serve(env: dict[str, str], calibration: Path, repeats: int) -> dict[str, An
         if proc.poll() is None:
             proc.terminate()
             proc.wait(30)
+        shutil.rmtree(sock.parent, ignore_errors=True)
     out: dict[str, Any] = {
         "startup_s": startup_s,
         "estimator_loads": status["estimator_loads"],
@@ -204,6 +206,8 @@ def main() -> None:
         res["autofocus_onnx"] = _wall(af, onnx_env, r)
         res["serve_onnx"] = _serve(onnx_env, calibration, r)
     res["load_average_after"] = _load()
+    os.chdir(out_dir)
+    shutil.rmtree(workdir, ignore_errors=True)  # the demo, the ONNX export, the prior state
     write_text_atomic(out_dir / "cli-speed.json", json.dumps(res, indent=2) + "\n")
     print(json.dumps(res, indent=2))
 
