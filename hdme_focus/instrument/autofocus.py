@@ -41,7 +41,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from hdme_focus.calibration.model import (
     Calibration,
@@ -52,11 +52,12 @@ from hdme_focus.calibration.model import (
 from hdme_focus.core.frame import Frame, to_gray_float
 from hdme_focus.core.roi import Roi
 from hdme_focus.estimation.base import DefocusEstimator, RoiSigma, roi_sigma
-from hdme_focus.estimation.chroma import chroma_cue
-from hdme_focus.instrument.chroma_direction import ChromaConvention
 from hdme_focus.instrument.devices import Instrument
 from hdme_focus.instrument.prior import Prior, choose_prior, load_state, save_focus
 from hdme_focus.instrument.session import AutofocusRefused, AutofocusResult, Session
+
+if TYPE_CHECKING:  # the chroma cue (OpenCV) loads only when the chroma direction is used
+    from hdme_focus.instrument.chroma_direction import ChromaConvention
 
 Strategy = Literal["auto", "prior", "probe", "chroma"]
 STRATEGIES: tuple[str, ...] = ("auto", "prior", "probe", "chroma")
@@ -394,6 +395,8 @@ def _decide_chroma(
     A side whose candidate lies outside the soft limits is not taken either:
     the limits settle it as for every strategy.
     """
+    from hdme_focus.estimation.chroma import chroma_cue
+
     cue = chroma_cue(frame.image, roi.as_tuple())
     side = convention.side(cue) if convention is not None else 0
     abstained = cue.reason

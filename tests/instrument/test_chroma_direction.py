@@ -149,3 +149,12 @@ def test_cli_direction_chroma_end_to_end(bench: ChromaBench, tmp_path: Path) -> 
     assert result["captures"] == 1
     assert abs(result["final_mm"] - z0) < 0.25
     assert convention_path(cal_path).is_file()
+
+
+def test_autofocus_loads_the_chroma_code_only_when_used() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, hdme_focus.instrument.autofocus\nprint('hdme_focus.records' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
