@@ -215,6 +215,7 @@ class HdmeOptions:
     tolerance_dof: float = TOLERANCE_DOF
     state_file: Path | None = None  # None: neither read nor write the last focus
     margin_px: int | None = None  # estimator context: None = whole frame, else ROI + margin
+    save_state: bool = True  # False: read the last focus from state_file but do not write it
 
 
 def autofocus_hdme(
@@ -343,7 +344,7 @@ def autofocus_hdme(
         run.move(target)
         result.tries += 1
     result.final_mm = safe.position_mm()
-    if result.in_focus is not False:
+    if result.in_focus is not False and opts.save_state:
         save_focus(opts.state_file, roi, result.final_mm)
     return result
 

@@ -59,6 +59,7 @@ class AutofocusResult:
     prior: dict[str, Any] | None = None
     calibration_region: str | None = None  # the calibrated region whose V-curve was used
     calibration_note: str | None = None  # e.g. calibrate refused this region
+    refine: dict[str, Any] | None = None  # hybrid: the focus-measure refinement (hybrid.py)
     measurements: list[dict[str, float]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
