@@ -149,6 +149,15 @@ def write_report(outcomes: list[Outcome], args: argparse.Namespace, wall_s: floa
         "  faults (no reply, garbled reply, alarm, port vanishing); those are the drivers",
         "  branch's stage suite.",
         "",
+        "## What the matrix found (fixed, each with a test)",
+        "",
+        "- A signal between a frame's TIFF and its CSV row left a row without a frame",
+        "  (and a manifest row count one short): `SweepWriter.write` now decides by",
+        "  whether the row reached the table.",
+        "- SIGTERM just after a completed `stage move` (argument parsing, the last",
+        "  print, interpreter shut-down) killed the process silently (exit -15):",
+        "  `cli.app.main` now covers the whole run and ignores signals at shut-down.",
+        "",
     ]
     failed = [o for o in outcomes if o.problems]
     if failed:

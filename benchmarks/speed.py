@@ -247,7 +247,10 @@ def main() -> None:
     ap.add_argument("--note", default="", help="a line about the run (e.g. a shared machine)")
     args = ap.parse_args()
     result = run(args.repeats, args.threads)
-    result["command"] = "python benchmarks/speed.py " + " ".join(sys.argv[1:])
+    argv = [a for a in sys.argv[1:] if a != args.note]
+    result["command"] = "python benchmarks/speed.py " + " ".join(argv).replace(
+        "--note", '--note "..."'
+    )
     result["note"] = args.note
     args.out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(args.out / "speed.json", json.dumps(result, indent=2) + "\n")

@@ -6,6 +6,8 @@ of the app; this is the one list of what the command line offers.
 
 from __future__ import annotations
 
+import signal
+
 import typer
 
 from hdme_focus.cli import (
@@ -43,7 +45,28 @@ app.command("emulate")(hardware_cmd.emulate)
 
 
 def main() -> None:
-    app(prog_name="hdme-focus")
+    """Run the app; a SIGTERM/SIGHUP outside any command's work (argument parsing, the
+    last prints) ends with one line and 128 + N too, and one during shut-down is
+    ignored (the command has finished), never a silent kill."""
+    from hdme_focus.cli.common import err_console
+    from hdme_focus.core.errors import InterruptedBySignal
+    from hdme_focus.core.signals import STOP_SIGNALS, signals_as_exceptions
+
+    try:
+        with signals_as_exceptions():
+            app(prog_name="hdme-focus")
+    except InterruptedBySignal as exc:
+        err_console.print(
+            f"[yellow]interrupted ({exc.signal_name}) outside a command's work; nothing "
+            "was moving or half-written.[/]",
+            highlight=False,
+        )
+        raise SystemExit(exc.exit_code) from None
+    finally:
+        # the work is done and the process is ending: a signal now (interpreter shut-down
+        # can take a while) must not turn a finished command into a silent kill
+        for sig in (*STOP_SIGNALS, signal.SIGINT):
+            signal.signal(sig, signal.SIG_IGN)
 
 
 if __name__ == "__main__":  # pragma: no cover

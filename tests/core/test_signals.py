@@ -98,3 +98,36 @@ def test_a_broad_except_exception_in_a_driver_does_not_swallow_the_signal() -> N
         except Exception as exc:  # what genicam.py does around a capture
             swallowed.append(exc)
     assert swallowed == []
+
+
+def test_a_signal_after_the_command_is_one_line_not_a_silent_kill() -> None:
+    """SIGTERM while the CLI prints its result or shuts down: exit 143 with one line."""
+    code = textwrap.dedent(
+        """
+        import os, signal, sys
+        import hdme_focus.cli.app as cli
+        def late(*args, **kwargs):
+            os.kill(os.getpid(), signal.SIGTERM)  # the command is done, the app is returning
+            for _ in range(10000):
+                pass
+        cli.app = late
+        cli.main()
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 128 + signal.SIGTERM, done.stderr
+    assert "interrupted (SIGTERM) outside a command's work" in done.stderr
+
+
+def test_a_signal_during_shutdown_keeps_the_finished_commands_exit_code() -> None:
+    code = textwrap.dedent(
+        """
+        import atexit, os, signal
+        import hdme_focus.cli.app as cli
+        atexit.register(lambda: os.kill(os.getpid(), signal.SIGTERM))  # arrives at shut-down
+        cli.app = lambda **kwargs: None
+        cli.main()
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

@@ -15,8 +15,7 @@ from hdme_focus.estimation.estimator import (
     scale_from_confidence,
 )
 from hdme_focus.estimation.model import build_model, local_contrast_normalize, standardize
-from hdme_focus.estimation.train import TrainRecipe
-from hdme_focus.estimation.train import loss_fn
+from hdme_focus.estimation.train import TrainRecipe, loss_fn
 
 
 def _texture(seed: int = 0) -> torch.Tensor:

@@ -302,7 +302,7 @@ def train(
                 pred = net(xb)
             loss = task.loss(pred, yb, recipe)
             opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()  # type: ignore[no-untyped-call]
+            torch.autograd.backward(scaler.scale(loss))
             scaler.unscale_(opt)
             nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
             scaler.step(opt)
