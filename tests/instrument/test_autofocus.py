@@ -322,6 +322,7 @@ def test_cli_autofocus_json_reports_counts_positions_and_times(cli_setup: dict[s
         "--roi",
         cli_setup["roi"],
         "--verify",
+        "--no-refine",
         "--json",
         "-c",
         str(cli_setup["config"]),
@@ -340,7 +341,8 @@ def test_cli_autofocus_json_reports_counts_positions_and_times(cli_setup: dict[s
 
 def test_cli_autofocus_one_line_summary(cli_setup: dict[str, Any]) -> None:
     result = runner.invoke(
-        app, ["autofocus", "--roi", cli_setup["roi"], "-c", str(cli_setup["config"])]
+        app,
+        ["autofocus", "--roi", cli_setup["roi"], "--no-refine", "-c", str(cli_setup["config"])],
     )
     assert result.exit_code == 0, result.output
     [line] = [ln for ln in result.stdout.splitlines() if ln.strip()]
