@@ -40,11 +40,12 @@ from numpy.typing import NDArray
 from hdme_focus.config import InstrumentConfig
 from hdme_focus.core.atomic import atomic_write, fsync_dir, write_json_atomic
 from hdme_focus.core.errors import UsageError
-from hdme_focus.core.frame import Frame
+from hdme_focus.core.frame import Frame, ImageInputError
 from hdme_focus.core.roi import Roi
 
 FORMAT = "hdme-focus-sweep"
 FORMAT_VERSION = 1
+TIFF_SUFFIXES = (".tif", ".tiff")
 MANIFEST = "sweep.json"
 TABLE = "sweep.csv"
 PLOT = "sweep.png"
@@ -160,6 +161,39 @@ def write_frame_tiff(path: Path, frame: Frame, index: int) -> None:
             fh, frame.image, description=json.dumps(description), metadata=None
         ),
     )
+
+
+def read_image(path: Path) -> tuple[NDArray[Any], int | None]:
+    """Pixels of any image file as stored (RGB order for colour) and its recorded bit depth.
+
+    The one image-file reader: sweeps, replay, `estimate`, `fuse` and the training
+    folders all read through it. A TIFF's bit depth comes from its description
+    (written by this program), else None. ImageInputError says what is wrong.
+    """
+    import cv2
+
+    path = Path(path)
+    if path.is_dir():
+        raise ImageInputError(
+            f"{path}: is a directory, not an image; pass the files (e.g. {path}/*.png)"
+        )
+    if not path.exists():
+        raise ImageInputError(f"{path}: no such file")
+    if path.suffix.lower() in TIFF_SUFFIXES:
+        try:
+            image, info = read_tiff(path)
+        except RecordError as exc:
+            raise ImageInputError(str(exc)) from None
+        depth = info.get("bit_depth")
+        return image, int(depth) if isinstance(depth, int | float) else None
+    raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if raw is None:
+        raise ImageInputError(
+            f"{path}: not a readable image (PNG, TIFF, JPEG, BMP); check the file is complete"
+        )
+    if raw.ndim == 3 and raw.shape[2] in (3, 4):
+        raw = cv2.cvtColor(raw, cv2.COLOR_BGRA2RGB if raw.shape[2] == 4 else cv2.COLOR_BGR2RGB)
+    return np.asarray(raw), None
 
 
 def read_tiff(path: Path) -> tuple[NDArray[Any], dict[str, Any]]:

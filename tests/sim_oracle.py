@@ -6,6 +6,7 @@ depending on the trained model's accuracy. Never used outside tests.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -14,6 +15,7 @@ from numpy.typing import ArrayLike, NDArray
 from hdme_focus.calibration.fit import fit_vcurve
 from hdme_focus.calibration.model import Calibration, SweepSource, build_calibration
 from hdme_focus.drivers.sim import SimCamera
+from hdme_focus.estimation.base import DefocusEstimate
 from hdme_focus.instrument.devices import Instrument
 
 
@@ -24,6 +26,7 @@ class OracleEstimator:
     """
 
     name = "oracle-test-only"
+    sigma_max_px = math.inf  # reads any blur: the truth has no ceiling
 
     def __init__(
         self,
@@ -55,6 +58,12 @@ class OracleEstimator:
         if self.noise_px:
             out = out + np.float32(self.rng.normal(0.0, self.noise_px))
         return np.maximum(out, 0.0).astype(np.float32)
+
+    def estimate(
+        self, image: ArrayLike, bit_depth: int | None = None, **kwargs: Any
+    ) -> DefocusEstimate:
+        sigma = self.predict(image, bit_depth, **kwargs)
+        return DefocusEstimate(sigma, np.ones_like(sigma))
 
 
 def truth_calibration(inst: Instrument, names: list[str] | None = None) -> Calibration:

@@ -16,8 +16,7 @@ from numpy.typing import NDArray
 
 from hdme_focus.core.errors import UsageError
 from hdme_focus.core.frame import F32, to_gray_float
-from hdme_focus.drivers.sim.replay import read_image
-from hdme_focus.records import MANIFEST, load_sweep
+from hdme_focus.records import MANIFEST, load_sweep, read_image
 
 MIN_FRAMES = 2
 

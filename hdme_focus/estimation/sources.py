@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
+from hdme_focus import records
 from hdme_focus.core.frame import ImageInputError, to_gray_float
 from hdme_focus.textures import SCENE_TEXTURES
 
@@ -79,13 +80,9 @@ def _load_skimage(name: str) -> F32 | None:
 
 def read_image(path: Path) -> F32 | None:
     """Gray float32 in [0, 1], or None if the file is not a readable image."""
-    raw = cv2.imread(str(path), cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)
-    if raw is None:
-        return None
-    if raw.ndim == 3:
-        raw = cv2.cvtColor(raw, cv2.COLOR_BGRA2RGB if raw.shape[2] == 4 else cv2.COLOR_BGR2RGB)
     try:
-        return to_gray_float(raw)
+        pixels, bit_depth = records.read_image(path)
+        return to_gray_float(pixels, bit_depth)
     except ImageInputError:
         return None
 

@@ -119,9 +119,7 @@ def _wants_coarse(sigma_px: float, roi_cal: RoiCalibration, estimator: DefocusEs
     if roi_cal.coarse is None or not math.isfinite(sigma_px):
         return False
     top = roi_cal.sigma_range_px[1] if roi_cal.sigma_range_px else math.inf
-    sigma_max = getattr(estimator, "sigma_max_px", None)
-    if sigma_max is not None:
-        top = min(top, RANGE_FRACTION * float(sigma_max))
+    top = min(top, RANGE_FRACTION * estimator.sigma_max_px)
     return sigma_px > COARSE_SWITCH * top
 
 
@@ -155,8 +153,8 @@ def _check_estimate(
             f"{stats.spread_px:.2f} px); "
             "choose a textured region on one depth plane"
         )
-    sigma_max = getattr(estimator, "sigma_max_px", None)
-    if sigma_max is not None and stats.sigma_px > limits.max_range_fraction * sigma_max * downscale:
+    sigma_max = estimator.sigma_max_px
+    if stats.sigma_px > limits.max_range_fraction * sigma_max * downscale:
         return (
             f"blur {stats.sigma_px:.1f} px is at the limit of the estimator's range "
             f"({sigma_max * downscale:.1f} px); start nearer to focus or search (sweep method)"

@@ -79,7 +79,7 @@ def sweep_sigmas(
             "sweep with an estimator or give calibrate one to estimate the frames"
         )
     out = _roi_sigmas(record, lambda f: estimator.predict(f.image, f.bit_depth), progress)
-    return out, str(getattr(estimator, "name", type(estimator).__name__))
+    return out, estimator.name
 
 
 def recorded_estimator(record: SweepRecord) -> str:
@@ -93,8 +93,7 @@ def reuses_recorded(
     """Whether the sweep's own blur columns are used instead of estimating the frames."""
     if not all(record.has(roi_column(n, SIGMA)) for n in record.rois):
         return False
-    same = getattr(estimator, "name", None) == recorded_estimator(record)
-    return estimator is None or prefer_recorded or same
+    return estimator is None or prefer_recorded or estimator.name == recorded_estimator(record)
 
 
 def _roi_sigmas(
@@ -172,8 +171,8 @@ def calibrate_sweep(
     reused = reuses_recorded(record, estimator, prefer_recorded)
     sigmas, est_name = sweep_sigmas(record, estimator, progress, prefer_recorded)
     # the estimator's range limits the blur it can report: drop readings at its ceiling
-    same = estimator is not None and getattr(estimator, "name", None) == est_name
-    sigma_max = getattr(estimator, "sigma_max_px", None) if same else None
+    same = estimator is not None and estimator.name == est_name
+    sigma_max = estimator.sigma_max_px if same and estimator is not None else None
     max_sigma = SATURATION_FRACTION * float(sigma_max) if sigma_max else None
     config = record.config()
     lens = config.optics.lens()

@@ -168,7 +168,7 @@ def run_demo(
     summary: dict[str, Any] = {
         "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "machine": f"{platform.machine()}, {platform.system()}, Python {platform.python_version()}",
-        "estimator": getattr(estimator, "name", type(estimator).__name__),
+        "estimator": estimator.name,
     }
 
     with open_instrument(config) as inst:

@@ -100,9 +100,7 @@ def depth_from_frame(
     with np.errstate(divide="ignore", invalid="ignore"):
         u = object_distance_now_mm(calibration.lens(), focus, z)
     confident = texture_mask(gray) & ~saturation_mask(gray) & np.isfinite(sigma)
-    sigma_max = getattr(estimator, "sigma_max_px", None)
-    if sigma_max is not None:
-        confident &= sigma < RANGE_FRACTION * float(sigma_max)
+    confident &= sigma < RANGE_FRACTION * estimator.sigma_max_px
     confident &= np.isfinite(u) & (u > 0)
     u_masked = np.where(confident, u, np.nan)
     return DepthMaps(

@@ -22,10 +22,10 @@ import numpy as np
 from hdme_focus.core.atomic import write_figure_atomic, write_tiff_atomic
 from hdme_focus.core.errors import UsageError
 from hdme_focus.core.frame import F32, ImageInputError, saturation_mask, to_gray_float
+from hdme_focus.records import read_image
 
 MIN_CONTRAST = 2.0 / 255.0  # gray range below this: a uniform frame, no edge to measure
 MAX_CLIPPED_FRACTION = 0.99  # more clipped than this: nothing left to estimate on
-TIFF_SUFFIXES = (".tif", ".tiff")
 
 
 @dataclass(frozen=True)
@@ -86,36 +86,11 @@ def output_stems(paths: Sequence[Path]) -> dict[Path, str]:
 
 def read_input_image(path: Path) -> F32:
     """Gray float32 in [0, 1]; ImageInputError that says what is wrong with the file."""
-    import cv2
-
-    if path.is_dir():
-        raise ImageInputError(
-            f"{path}: is a directory, not an image; pass the files (e.g. {path}/*.png)"
-        )
-    if not path.exists():
-        raise ImageInputError(f"{path}: no such file")
-    raw = cv2.imread(str(path), cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)
-    if raw is None and path.suffix.lower() in TIFF_SUFFIXES:
-        raw = _read_tiff(path)
-    if raw is None:
-        raise ImageInputError(
-            f"{path}: not a readable image (PNG, TIFF, JPEG, BMP); check the file is complete"
-        )
-    if raw.ndim == 3 and raw.shape[2] in (3, 4):
-        raw = cv2.cvtColor(raw, cv2.COLOR_BGRA2RGB if raw.shape[2] == 4 else cv2.COLOR_BGR2RGB)
+    pixels, bit_depth = read_image(path)
     try:
-        return to_gray_float(raw)
+        return to_gray_float(pixels, bit_depth)
     except ImageInputError as exc:
         raise ImageInputError(f"{path}: {exc}") from None
-
-
-def _read_tiff(path: Path) -> np.ndarray | None:
-    import tifffile
-
-    try:
-        return np.asarray(tifffile.imread(path))
-    except Exception:  # any decoder failure means the same to the user: not readable
-        return None
 
 
 def check_measurable(gray01: F32, path: Path) -> None:

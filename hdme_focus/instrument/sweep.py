@@ -137,7 +137,7 @@ def run_sweep(
     check_sweep(instrument, positions, rois, out_dir, overwrite)
     meta = dict(metadata or {})
     if estimator is not None:
-        meta.setdefault("estimator", getattr(estimator, "name", type(estimator).__name__))
+        meta.setdefault("estimator", estimator.name)
     meta.setdefault("measures", list(measures))
     writer = SweepWriter(
         Path(out_dir),

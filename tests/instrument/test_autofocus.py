@@ -307,10 +307,16 @@ def cli_setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]
         """The oracle of whichever instrument the command opened (opened after loading)."""
 
         name = OracleEstimator.name
+        sigma_max_px = OracleEstimator.sigma_max_px
+
+        def _now(self) -> OracleEstimator:
+            return OracleEstimator(opened[-1].camera, box, noise_px=0.05)
 
         def predict(self, image: Any, bit_depth: int | None = None, **kw: Any) -> Any:
-            cam: Any = opened[-1].camera
-            return OracleEstimator(cam, box, noise_px=0.05).predict(image, bit_depth)
+            return self._now().predict(image, bit_depth)
+
+        def estimate(self, image: Any, bit_depth: int | None = None, **kw: Any) -> Any:
+            return self._now().estimate(image, bit_depth)
 
     monkeypatch.setattr("hdme_focus.cli.focus_cmd.load_estimator", lambda *a, **k: LazyOracle())
     return {"config": config, "opened": opened, "roi": ",".join(map(str, box)), "cal": cal}

@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 from numpy.typing import NDArray
 
@@ -33,7 +32,7 @@ from hdme_focus.core.errors import UsageError
 from hdme_focus.core.frame import Frame
 from hdme_focus.drivers.base import Clock, MotionRefused
 from hdme_focus.drivers.sim.sim import SimClock
-from hdme_focus.records import MANIFEST, RecordError, load_sweep, read_tiff
+from hdme_focus.records import MANIFEST, RecordError, load_sweep, read_image
 
 POSITIONS_CSV = "positions.csv"
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
@@ -165,26 +164,6 @@ def load_recording(path: Path | str) -> Recording:
         f"{directory}: neither {MANIFEST} (a recorded sweep) nor {POSITIONS_CSV} "
         "(rows of file,position_mm) found; add a positions.csv beside the images"
     )
-
-
-def read_image(path: Path) -> tuple[NDArray[Any], int | None]:
-    """Pixels as stored (RGB order for colour) and the bit depth written with them, if any."""
-    if path.suffix.lower() in (".tif", ".tiff"):
-        try:
-            image, info = read_tiff(path)
-        except RecordError as exc:
-            raise ReplayError(str(exc)) from None
-        try:
-            bit_depth = int(info["bit_depth"]) if "bit_depth" in info else None
-        except (ValueError, TypeError):
-            bit_depth = None
-        return image, bit_depth
-    raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if raw is None:
-        raise ReplayError(f"{path}: not a readable image")
-    if raw.ndim == 3 and raw.shape[2] >= 3:
-        raw = cv2.cvtColor(raw[..., :3], cv2.COLOR_BGR2RGB)
-    return np.asarray(raw), None
 
 
 class ReplayStage:

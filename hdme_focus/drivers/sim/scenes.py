@@ -56,7 +56,9 @@ import tifffile
 from numpy.typing import NDArray
 
 from hdme_focus.config import ConfigError, SceneConfig
+from hdme_focus.core.frame import ImageInputError
 from hdme_focus.optics import ThinLens, object_distance_mm
+from hdme_focus.records import read_image
 
 F32 = NDArray[np.float32]
 ROI = tuple[int, int, int, int]
@@ -349,15 +351,11 @@ def _slide(cfg: SceneConfig, width: int, height: int, lens: ThinLens) -> Scene:
 def _read_texture(path: Path) -> F32:
     if not path.is_file():
         raise ConfigError(f"scene.image = '{path}': file not found")
-    img: NDArray[np.generic] | None
     try:
-        if path.suffix.lower() in (".tif", ".tiff"):
-            img = np.asarray(tifffile.imread(path))
-        else:
-            img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    except Exception as exc:  # any decoder failure is a bad file
-        raise ConfigError(f"scene.image = '{path}': cannot read it as an image ({exc})") from exc
-    if img is None or img.size == 0 or img.ndim not in (2, 3):
+        img, _ = read_image(path)
+    except ImageInputError as exc:
+        raise ConfigError(f"scene.image = '{path}': cannot read it as an image ({exc})") from None
+    if img.size == 0 or img.ndim not in (2, 3):
         raise ConfigError(f"scene.image = '{path}': cannot read it as an image (PNG, JPEG or TIFF)")
     out = np.nan_to_num(img.astype(np.float32))
     if out.ndim == 3:
