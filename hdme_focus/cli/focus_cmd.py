@@ -221,8 +221,9 @@ def autofocus_cmd(
 
     HDME reads the blur, converts it to |z - z0| with the calibration and picks
     the side by --direction; with --refine (default) it then reads a focus
-    measure a step either side of the landing and moves to its peak. The last successful focus per ROI is kept in
-    <paths.output_dir>/autofocus-state.json and serves as the `prior`.
+    measure a step either side of the landing and moves to its peak. The last
+    successful focus per ROI is kept in <paths.output_dir>/autofocus-state.json
+    and serves as the `prior`.
     """
     from hdme_focus.core.roi import parse_roi
     from hdme_focus.instrument.autofocus import HdmeOptions, autofocus_hdme

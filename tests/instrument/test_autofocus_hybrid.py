@@ -150,7 +150,8 @@ def test_disagreeing_readings_are_refused_or_searched(inst: Instrument, cal: Cal
     start = z0 + 8 * dof
     _go(inst, start)
     with pytest.raises(AutofocusRefused, match="disagree") as err:
-        autofocus_hybrid(inst, roi, est, cal, HdmeOptions("prior"), RefineOptions(fallback="refuse"))
+        refuse = RefineOptions(fallback="refuse")
+        autofocus_hybrid(inst, roi, est, cal, HdmeOptions("prior"), refuse)
     refused = err.value.result
     assert refused is not None and refused.refine is not None
     assert refused.refine["outcome"] == "refused"
@@ -267,12 +268,11 @@ def test_cli_refines_by_default_and_not_with_no_refine(cli_config: dict[str, Any
     assert data["method"] == "hybrid" and data["refine"]["outcome"] == "refined"
     assert abs(data["final_mm"] - z0) <= 0.5 * dof
     assert abs(data["final_mm"] - z0) < abs(one["final_mm"] - z0)
-    line = runner.invoke(app, base[:-3] + ["-c", cli_config["config"]])
+    line = runner.invoke(app, [*base[:-3], "-c", cli_config["config"]])
     assert "autofocus hybrid/auto" in line.stdout and "+refined" in line.stdout
 
 
 def test_cli_max_tries_needs_no_refine(cli_config: dict[str, Any]) -> None:
-    result = runner.invoke(
-        app, ["autofocus", "--roi", cli_config["roi"], "--max-tries", "2", "-c", cli_config["config"]]
-    )
+    args = ["autofocus", "--roi", cli_config["roi"], "--max-tries", "2"]
+    result = runner.invoke(app, [*args, "-c", cli_config["config"]])
     assert result.exit_code == 2 and "--no-refine" in result.stderr
