@@ -244,6 +244,7 @@ def cli_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any
 
     class LazyScaled:
         name = OracleEstimator.name
+        sigma_max_px = OracleEstimator.sigma_max_px
 
         def predict(self, image: Any, bit_depth: int | None = None, **kw: Any) -> Any:
             est = Scaled(opened[-1].camera, box)  # type: ignore[arg-type]
