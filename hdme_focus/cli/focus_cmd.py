@@ -189,6 +189,12 @@ def autofocus_cmd(
         "and move to its peak (falls back to Brent within the soft limits when the blur "
         "reading and the measure disagree). --no-refine: the single jump alone.",
     ),
+    global_calibration: bool = typer.Option(
+        False,
+        "--global-calibration",
+        help="hdme: read the blur with the calibration over all fitted regions, not the "
+        "region's own (a sample or region the calibration never saw; said on the line).",
+    ),
     span: float | None = typer.Option(
         None, "--span", help="brent/sweep: search range in mm centred on the current position."
     ),
@@ -270,6 +276,7 @@ def autofocus_cmd(
                     prior_uncertainty_mm=prior_uncertainty,
                     state_file=state_path(cfg.paths.output_dir),
                     margin_px=margin,
+                    global_calibration=global_calibration,
                 )
                 if refine:
                     result = autofocus_hybrid(inst, region, est, cal, opts)

@@ -204,7 +204,7 @@ class _Refiner:
         self.result = result
         self.run_ = Session(instrument, result)
         self.run_._moves0 = instrument.stage.moves - result.moves  # continue the jump's count
-        roi_cal, _ = calibration.for_roi(roi.as_tuple())
+        roi_cal, _ = calibration.for_roi(None if hopts.global_calibration else roi.as_tuple())
         self.dof = result.dof_mm
         self.step = ropts.step_dof * self.dof
         self.width = ropts.width_dof * self.dof

@@ -277,3 +277,39 @@ def test_cli_max_tries_needs_no_refine(cli_config: dict[str, Any]) -> None:
     args = ["autofocus", "--roi", cli_config["roi"], "--max-tries", "2"]
     result = runner.invoke(app, [*args, "-c", cli_config["config"]])
     assert result.exit_code == 2 and "--no-refine" in result.stderr
+
+
+# --------------------------------------------------------------------------- global calibration
+
+
+@pytest.mark.parametrize("offset_dof", [-5.0, 5.0])
+def test_a_region_the_calibration_never_saw_uses_the_global_one_and_says_so(
+    inst: Instrument, offset_dof: float
+) -> None:
+    cal = truth_calibration(inst, ["H", "M"])  # D was never calibrated
+    roi, z0 = _region(inst, "D")
+    assert cal.for_roi(roi.as_tuple())[1] == 0.0
+    dof = cal.for_roi(None)[0].dof_mm
+    _go(inst, z0 + offset_dof * dof)
+    est = _scaled(inst, roi, 1.0)
+    result = autofocus_hybrid(inst, roi, est, cal, HdmeOptions("probe"))
+    assert result.calibration_region == "all-regions"
+    assert result.calibration_note is not None and "global calibration over 2" in (
+        result.calibration_note
+    )
+    assert "global calibration" in result.summary_line()
+    assert abs(result.final_mm - z0) <= 0.5 * dof, json.dumps(result.to_json())
+
+
+def test_global_calibration_on_request_ignores_the_region_fit(
+    inst: Instrument, cal: Calibration
+) -> None:
+    roi, z0 = _region(inst, "D")
+    _go(inst, z0 + 0.5)
+    est = _scaled(inst, roi, 1.0)
+    own = autofocus_hdme(inst, roi, est, cal, HdmeOptions("prior"))
+    assert own.calibration_region == "D" and own.calibration_note is None
+    _go(inst, z0 + 0.5)
+    other = autofocus_hdme(inst, roi, est, cal, HdmeOptions("prior", global_calibration=True))
+    assert other.calibration_region == "all-regions"
+    assert other.calibration_note is not None and "asked for" in other.calibration_note
