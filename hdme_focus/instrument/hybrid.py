@@ -35,13 +35,13 @@ from typing import Any, Literal
 import numpy as np
 from scipy.optimize import minimize_scalar
 
-from hdme_focus.calibration.model import Calibration, distance_error_mm
+from hdme_focus.calibration.model import Calibration, RoiCalibration, distance_error_mm
 from hdme_focus.core.frame import Frame, to_gray_float
 from hdme_focus.core.roi import Roi
 from hdme_focus.drivers.base import Camera
 from hdme_focus.estimation.base import DefocusEstimator
 from hdme_focus.focus_measures import focus_measures
-from hdme_focus.instrument.autofocus import HdmeOptions, autofocus_hdme
+from hdme_focus.instrument.autofocus import HdmeOptions, autofocus_hdme, estimate_roi
 from hdme_focus.instrument.devices import Instrument
 from hdme_focus.instrument.search import SearchOptions, autofocus_brent
 from hdme_focus.instrument.session import AutofocusRefused, AutofocusResult, Session
@@ -125,6 +125,11 @@ def fit_peak(points: Sequence[Point], width_mm: float) -> PeakFit | None:
     return PeakFit(z0, a, c, width_mm, math.sqrt(rss / len(points)))
 
 
+def roi_cal_for(calibration: Calibration, roi: Roi, use_global: bool) -> RoiCalibration:
+    """The V-curve the jump read with (see autofocus.calibration_for)."""
+    return calibration.for_roi(None if use_global else roi.as_tuple())[0]
+
+
 class _Remembering:
     """A camera that keeps the frames it delivers (the jump's first frame is a free reading)."""
 
@@ -174,10 +179,38 @@ def autofocus_hybrid(
     remembering = _Remembering(instrument.camera)
     jump_inst = replace(instrument, camera=remembering)
     jump_opts = replace(hopts, verify=False, max_tries=1, save_state=False)
-    result = autofocus_hdme(jump_inst, roi, estimator, calibration, jump_opts)
+    try:
+        result = autofocus_hdme(jump_inst, roi, estimator, calibration, jump_opts)
+    except AutofocusRefused as exc:
+        if not _searchable(exc.result, hopts.thresholds.max_saturated_fraction):
+            raise
+        assert exc.result is not None
+        result = exc.result
+        result.method = "hybrid"
+        refiner = _Refiner(instrument, roi, estimator, calibration, hopts, ropts, result)
+        refiner.search_unread(str(result.refused))
+        return _done(result, roi, hopts)
     result.method = "hybrid"
-    refiner = _Refiner(instrument, roi, calibration, hopts, ropts, result)
+    refiner = _Refiner(instrument, roi, estimator, calibration, hopts, ropts, result)
     refiner.run(remembering.frames[0])
+    return _done(result, roi, hopts)
+
+
+def _searchable(result: AutofocusResult | None, max_saturated: float) -> bool:
+    """A first reading refused only for its confidence or range: the region has texture,
+    the blur reading is unusable, a bounded search can still find focus. Too little
+    texture, saturation and focus outside the soft limits stay refused."""
+    if result is None or result.captures != 1 or not result.measurements:
+        return False
+    first = result.measurements[0]
+    sigma = first.get("sigma_px", math.nan)
+    if not math.isfinite(sigma) or first.get("saturated_fraction", 1.0) > max_saturated:
+        return False
+    return result.refused is not None and "soft limits" not in result.refused
+
+
+def _done(result: AutofocusResult, roi: Roi, hopts: HdmeOptions) -> AutofocusResult:
+    """Remember a successful focus as the next prior."""
     if result.in_focus is not False and hopts.state_file is not None:
         from hdme_focus.instrument.prior import save_focus
 
@@ -192,6 +225,7 @@ class _Refiner:
         self,
         instrument: Instrument,
         roi: Roi,
+        estimator: DefocusEstimator,
         calibration: Calibration,
         hopts: HdmeOptions,
         ropts: RefineOptions,
@@ -199,12 +233,15 @@ class _Refiner:
     ) -> None:
         self.inst = instrument
         self.roi = roi
+        self.estimator = estimator
+        self.roi_cal = roi_cal_for(calibration, roi, hopts.global_calibration)
+        self.frames: dict[float, Frame] = {}
         self.hopts = hopts
         self.ropts = ropts
         self.result = result
         self.run_ = Session(instrument, result)
         self.run_._moves0 = instrument.stage.moves - result.moves  # continue the jump's count
-        roi_cal, _ = calibration.for_roi(None if hopts.global_calibration else roi.as_tuple())
+        roi_cal = self.roi_cal
         self.dof = result.dof_mm
         self.step = ropts.step_dof * self.dof
         self.width = ropts.width_dof * self.dof
@@ -228,6 +265,7 @@ class _Refiner:
                 self.points.append((pos, value))
             if near:
                 self.near.append(pos)
+                self.frames[pos] = frame
             self.result.measurements.append({"position_mm": pos, "log_measure": value})
 
     def _read_at(self, target_mm: float) -> None:
@@ -306,11 +344,19 @@ class _Refiner:
         value = dict(self.points)
         best = max(near, key=lambda p: value[p])
         step = self.step
+        worst = min(near, key=lambda p: value[p])
         if fit is not None and near[0] < fit.z0_mm < near[-1]:
             interior = near[0] < best < near[-1]
             margin = BRACKET_MARGIN * step
             if interior or near[0] + margin <= fit.z0_mm <= near[-1] - margin:
-                return True, "", None
+                if interior or self._near_by_blur(best, fit.z0_mm):
+                    return True, "", None
+                # the blur at the best read says focus is farther than the fit puts it
+                return (
+                    False,
+                    "the blur reading places focus beyond the reads",
+                    best + (math.copysign(step, best - worst)),
+                )
         why = (
             "the focus measure shows no peak"
             if fit is None
@@ -322,6 +368,34 @@ class _Refiner:
             return False, why, best - step
         assert fit is not None
         return False, why, min(max(fit.z0_mm, near[0] - step), near[-1] + step)
+
+    def _near_by_blur(self, position_mm: float, peak_mm: float) -> bool:
+        """Whether the blur of the frame at `position_mm` allows focus at `peak_mm`.
+
+        With reads on one side of the peak only, the fit leans on the far start
+        frame's measure; a blur that puts the best read clearly farther from focus
+        than the fit does (on the slope of the V, where blur is precise) vetoes it.
+        """
+        frame = self.frames.get(position_mm)
+        if frame is None:
+            return True
+        with self.run_.compute():
+            stats = estimate_roi(frame, self.roi, self.estimator, self.hopts.margin_px)
+        cal = self.roi_cal
+        if not math.isfinite(stats.sigma_px):
+            return True
+        d = cal.distance_mm(stats.sigma_px)
+        err = distance_error_mm(stats.sigma_px, cal.k_px_per_mm, cal.sigma0_px)
+        self.info["best_read_distance_mm"] = d
+        return d - 2.0 * err <= abs(peak_mm - position_mm) + self.step
+
+    def search_unread(self, why: str) -> None:
+        """The first reading was refused (confidence or range): search around the start."""
+        result = self.result
+        result.refused = None
+        self.landing = result.start_mm
+        self.info["first_reading_refused"] = why
+        self._brent(f"the first blur reading was refused ({why})")
 
     def _agrees(self, fit: PeakFit) -> bool:
         r = self.ropts
@@ -361,7 +435,9 @@ class _Refiner:
 
     def _brent(self, why: str) -> None:
         result, safe = self.result, self.inst.stage
-        half = max(self.ropts.brent_halfwidth_dof * self.dof, 3.0 * self.sigma_err_mm)
+        half = self.ropts.brent_halfwidth_dof * self.dof
+        if math.isfinite(self.sigma_err_mm):
+            half = max(half, min(3.0 * self.sigma_err_mm, 2.0 * half))
         window = (max(self.landing - half, safe.min_mm), min(self.landing + half, safe.max_mm))
         opts = SearchOptions(range_mm=window, xatol_mm=0.1 * self.dof, widen=True)
         try:
@@ -377,7 +453,7 @@ class _Refiner:
         self._merge(searched)
         result.target_mm = searched.target_mm
         result.final_mm = searched.final_mm
-        result.direction = f"{result.direction}+brent"
+        result.direction = f"{result.direction or 'unread'}+brent"
         result.refine = self.info | {"outcome": "brent", "window_mm": list(window)}
 
     def _merge(self, other: AutofocusResult) -> None:

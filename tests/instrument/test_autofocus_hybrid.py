@@ -24,7 +24,7 @@ from hdme_focus.config import (
     to_toml,
 )
 from hdme_focus.core.roi import Roi
-from hdme_focus.instrument.autofocus import HdmeOptions, autofocus_hdme
+from hdme_focus.instrument.autofocus import HdmeOptions, Thresholds, autofocus_hdme
 from hdme_focus.instrument.devices import Instrument, open_instrument
 from hdme_focus.instrument.hybrid import PeakFit, RefineOptions, autofocus_hybrid, fit_peak
 from hdme_focus.instrument.session import AutofocusRefused
@@ -313,3 +313,23 @@ def test_global_calibration_on_request_ignores_the_region_fit(
     other = autofocus_hdme(inst, roi, est, cal, HdmeOptions("prior", global_calibration=True))
     assert other.calibration_region == "all-regions"
     assert other.calibration_note is not None and "asked for" in other.calibration_note
+
+
+def test_an_unreadable_first_blur_falls_back_to_a_bounded_search(
+    inst: Instrument, cal: Calibration
+) -> None:
+    """A first reading refused for low confidence (the region has texture): the jump alone
+    refuses, the hybrid searches around the start within the soft limits and finds focus."""
+    roi, z0 = _region(inst, "background")
+    dof = cal.for_roi(roi.as_tuple())[0].dof_mm
+
+    est = _scaled(inst, roi, 1.0)
+    strict = HdmeOptions("prior", thresholds=Thresholds(min_confidence=1.01))  # never enough
+    _go(inst, z0 + 4 * dof)
+    with pytest.raises(AutofocusRefused, match="low-confidence"):
+        autofocus_hdme(inst, roi, est, cal, strict)
+    result = autofocus_hybrid(inst, roi, est, cal, strict)
+    assert result.refine is not None and result.refine["outcome"] == "brent"
+    assert result.direction == "unread+brent" and result.refused is None
+    assert abs(result.final_mm - z0) <= 0.5 * dof
+    assert inst.stage.min_mm <= result.final_mm <= inst.stage.max_mm
