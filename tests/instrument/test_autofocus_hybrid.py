@@ -7,7 +7,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import pytest
 from sim_oracle import OracleEstimator, truth_calibration
@@ -18,10 +17,7 @@ from hdme_focus.cli.app import app
 from hdme_focus.config import (
     CameraConfig,
     InstrumentConfig,
-    PathsConfig,
-    SceneConfig,
     SimStageConfig,
-    to_toml,
 )
 from hdme_focus.core.roi import Roi
 from hdme_focus.instrument.autofocus import HdmeOptions, Thresholds, autofocus_hdme
@@ -29,31 +25,32 @@ from hdme_focus.instrument.devices import Instrument, open_instrument
 from hdme_focus.instrument.hybrid import PeakFit, RefineOptions, autofocus_hybrid, fit_peak
 from hdme_focus.instrument.session import AutofocusRefused
 
-SIZE = (192, 144)
+# the benches of the single-capture tests: the CLI one (a fixture), the floored estimator
+from .test_autofocus import (  # noqa: F401
+    SIZE,
+    _flat_scene_config,
+    _go,
+    _region,
+    cli_setup,
+    floored_bench,
+)
+
 runner = CliRunner()
 
 
 @pytest.fixture
 def inst() -> Iterator[Instrument]:
-    cfg = InstrumentConfig(camera=CameraConfig(width_px=SIZE[0], height_px=SIZE[1]))
-    with open_instrument(cfg) as instrument:
+    """The default simulated bench (letters scene) at SIZE."""
+    with open_instrument(
+        InstrumentConfig(camera=CameraConfig(width_px=SIZE[0], height_px=SIZE[1]))
+    ) as instrument:
         yield instrument
 
 
 @pytest.fixture
 def cal(inst: Instrument) -> Calibration:
+    """Fitted to the simulator's true blur."""
     return truth_calibration(inst)
-
-
-def _region(inst: Instrument, name: str) -> tuple[Roi, float]:
-    cam: Any = inst.camera
-    box = cam.scene.regions[name]
-    return Roi(*box), float(cam.focus_position_mm(box))
-
-
-def _go(inst: Instrument, position_mm: float) -> None:
-    inst.stage.travel_to(position_mm)
-    inst.stage.moves = 0
 
 
 class Scaled(OracleEstimator):
@@ -108,31 +105,8 @@ def test_hybrid_lands_within_half_a_dof_where_the_jump_misses(
 def test_hybrid_on_the_flat_bottom_of_the_v(inst: Instrument) -> None:
     """An estimator with a blur floor cannot place a landing within 2 DOF of focus; the
     focus measure can."""
-    from hdme_focus.calibration.fit import fit_vcurve
-    from hdme_focus.calibration.model import SweepSource, build_calibration
-
-    floor_px, scene_floor_px, scale = 2.5, 2.2, 1.15
-    roi, z0 = _region(inst, "background")
-    cam: Any = inst.camera
-    x, y, w, h = roi.as_tuple()
-    z = np.arange(0.3, 2.71, 0.05)
-    truth = [float(np.median(cam.true_sigma_px(float(p))[y : y + h, x : x + w])) for p in z]
-    fit = fit_vcurve(z, [float(np.hypot(t, floor_px)) for t in truth])
-    cal = build_calibration(
-        [("background", roi.as_tuple(), fit)],
-        lens=inst.config.optics.lens(),
-        sweep=SweepSource(path="floored", frames=len(z), range_mm=(0.3, 2.7)),
-        estimator=OracleEstimator.name,
-        frame_size_px=SIZE,
-    )
+    roi, z0, cal, est = floored_bench(inst)
     dof = cal.rois[0].dof_mm
-
-    class Floored(OracleEstimator):
-        def predict(self, image: Any, bit_depth: int | None = None, **kw: Any) -> Any:
-            t = super().predict(image, bit_depth)
-            return np.hypot(scale * t, scene_floor_px).astype(np.float32)
-
-    est = Floored(inst.camera, roi.as_tuple())  # type: ignore[arg-type]
     for offset in (-6.0, 6.0):
         _go(inst, z0 + offset * dof)
         jump = autofocus_hdme(inst, roi, est, cal, HdmeOptions("prior"))
@@ -184,21 +158,6 @@ def test_focus_beyond_the_soft_limit_is_never_reported(tmp_path: Path) -> None:
         assert inst.stage.position_mm() <= 1.5 and result.final_mm <= 1.5
 
 
-def _flat_scene_config(tmp_path: Path) -> InstrumentConfig:
-    """A user scene whose right half is a blank wall."""
-    w, h = SIZE
-    rng = np.random.default_rng(0)
-    tex = np.full((h, w), 128, np.uint8)
-    tex[:, : w // 2] = rng.integers(30, 225, (h, w // 2), dtype=np.uint8)
-    cv2.imwrite(str(tmp_path / "wall.png"), tex)
-    np.save(tmp_path / "depth.npy", np.full((h, w), 1300.0))
-    return InstrumentConfig(
-        camera=CameraConfig(width_px=w, height_px=h),
-        scene=SceneConfig(name="image", image=tmp_path / "wall.png", depth=tmp_path / "depth.npy"),
-        paths=PathsConfig(output_dir=tmp_path / "out"),
-    )
-
-
 def test_a_blank_region_read_as_blurred_is_refused_by_the_focus_measure(tmp_path: Path) -> None:
     """An estimator that reports a blur on a blank wall: the measure shows nothing to focus."""
     with open_instrument(_flat_scene_config(tmp_path)) as inst:
@@ -219,40 +178,23 @@ def test_a_blank_region_read_as_blurred_is_refused_by_the_focus_measure(tmp_path
 
 
 @pytest.fixture
-def cli_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
-    from hdme_focus.instrument import devices
-
-    cfg = InstrumentConfig(
-        camera=CameraConfig(width_px=SIZE[0], height_px=SIZE[1]),
-        paths=PathsConfig(output_dir=tmp_path / "out"),
-    )
-    config = tmp_path / "instrument.toml"
-    config.write_text(to_toml(cfg))
-    opened: list[Instrument] = []
-    real_open = devices.open_instrument
-
-    def recording_open(c: InstrumentConfig) -> Instrument:
-        opened.append(real_open(c))
-        return opened[-1]
-
-    monkeypatch.setattr(devices, "open_instrument", recording_open)
-    with real_open(cfg) as inst:
-        cal = truth_calibration(inst)
-    cal.save(tmp_path / "out" / "calibration.json")
-    box = cal.roi_named("D").roi
-    assert box is not None
+def cli_config(
+    cli_setup: dict[str, Any],  # noqa: F811  (the fixture imported above)
+    monkeypatch: pytest.MonkeyPatch,
+) -> dict[str, Any]:
+    """test_autofocus's CLI bench, its oracle reading every blur 20 % low."""
+    opened: list[Instrument] = cli_setup["opened"]
+    box = cli_setup["cal"].roi_named("D").roi
 
     class LazyScaled:
         name = OracleEstimator.name
         sigma_max_px = OracleEstimator.sigma_max_px
 
         def predict(self, image: Any, bit_depth: int | None = None, **kw: Any) -> Any:
-            est = Scaled(opened[-1].camera, box)  # type: ignore[arg-type]
-            est.scale = 0.8
-            return est.predict(image, bit_depth)
+            return _scaled(opened[-1], Roi(*box), 0.8).predict(image, bit_depth)
 
     monkeypatch.setattr("hdme_focus.cli.focus_cmd.load_estimator", lambda *a, **k: LazyScaled())
-    return {"config": str(config), "roi": ",".join(map(str, box)), "cal": cal}
+    return {**cli_setup, "config": str(cli_setup["config"])}
 
 
 def test_cli_refines_by_default_and_not_with_no_refine(cli_config: dict[str, Any]) -> None:
