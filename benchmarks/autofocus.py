@@ -543,7 +543,12 @@ def render(results: dict[str, Any]) -> str:
         "time is wall time on this machine. Brent and sweep search +-12 DOF around the start. "
         "`hdme/auto+Ntries` is `--direction auto --max-tries N`: a verify capture after "
         "each move and, while the region is not surely within half a DOF, a capture on the "
-        "slope of the V-curve and another move.",
+        "slope of the V-curve and another move. `hybrid/*` is the command's default "
+        "(`--method hdme`, `--refine`; instrument/hybrid.py): the jump, then Tenengrad read "
+        "one DOF either side of the landing (the start frame's measure is a third reading, "
+        "for free), a fit of log FM = A - c log(1 + ((z - z0)/w)^2) and a move to its peak; "
+        "more reads while the peak is not bracketed, and a bounded Brent search when the "
+        "readings disagree or the first blur reading was refused for its confidence or range.",
         "",
         *_table(sim["by_method"]),
         "",
@@ -581,6 +586,22 @@ def render(results: dict[str, Any]) -> str:
             "random-start protocol. Compare with the per-region rows above.",
             "",
             *_table(cross["by_method"]),
+            "",
+        ]
+        fell_back = sum(
+            1
+            for r in cross["trials"]
+            if r["method"] == "hybrid/auto" and (r["direction"] or "").endswith("+brent")
+        )
+        lines += [
+            "When a region needs its own calibration: the global one reads its distance "
+            "with the wrong slope k (texture-dependent, see the table above), so the jump "
+            "lands off, but the hybrid's focus measure, which peaks at focus whatever the "
+            "texture, corrects the landing. Calibrate the region itself when the hybrid "
+            "falls back to Brent or refuses there (the JSON's `refine.disagreement`: the focus "
+            "measure peaks farther from the landing than the blur reading's error allows), "
+            f"or for the single jump alone (`--no-refine`). Here the hybrid fell back on "
+            f"{fell_back} of {cross['by_method']['hybrid/auto'].get('trials', 0)} trials.",
             "",
         ]
         for m in CROSS_METHODS:
