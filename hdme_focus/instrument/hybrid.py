@@ -60,7 +60,7 @@ class RefineOptions:
     max_reads: int = 4  # captures after the jump before the readings count as disagreeing
     measure: str = "tenengrad"
     use_start: bool = True  # the jump's first frame counts as a reading
-    start_within_dof: float = 12.0  # ... when it is this near the landing
+    start_within_dof: float = 3.0  # ... when it is this near the landing (the model's range)
     agree_sigmas: float = 3.0  # peak vs landing: allowed multiples of the blur reading's error
     agree_min_dof: float = 2.0  # ... but never less than this many DOF
     min_contrast_log: float = 0.05  # log-measure range below this: no texture, refused
@@ -293,6 +293,8 @@ class _Refiner:
         plan = [self.landing + away * self.step, self.landing - away * self.step]
         if moved and self.ropts.straddle:
             plan.reverse()
+            if len(self.points) + len(plan) < 3:  # the start is too far to be a reading
+                plan.append(self.landing)
         fit: PeakFit | None = None
         why = ""
         reads = len(self.near) - (0 if moved else 1)
