@@ -535,7 +535,7 @@ def render(results: dict[str, Any]) -> str:
         f"{results['machine']['processor']} ({results['machine']['cpu_count']} CPUs, torch "
         f"{results['machine']['torch_threads']} threads), {results['machine']['platform']}; "
         f"wall time {results['wall_s'] / 60:.1f} min. "
-        "Produced by `python benchmarks/autofocus.py`.",
+        f"Produced by `{results.get('command', 'python benchmarks/autofocus.py')}`.",
         "",
         "## Simulator",
         "",
@@ -694,6 +694,7 @@ def main(argv: list[str] | None = None) -> int:
     est = load_estimator(args.estimator, device="cpu")
     t0 = time.perf_counter()
     results: dict[str, Any] = {
+        "command": "python benchmarks/autofocus.py " + " ".join(argv or sys.argv[1:]),
         "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "estimator": getattr(est, "name", str(args.estimator)),
         "machine": machine(),
