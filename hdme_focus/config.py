@@ -183,10 +183,20 @@ class OpticsConfig(_Strict):
     setup: Literal["image", "object"] = Field(
         "image", description="image: stage moves sensor/lens; object: stage moves the sample"
     )
+    axial_chromatic_mm: float = Field(
+        0.0,
+        description="simulator: axial chromatic aberration f_red - f_blue; non-zero renders "
+        "RGB frames, red and blue focused apart (0: corrected lens, gray frames)",
+    )
 
     @model_validator(mode="after")
     def _behind_focal_plane(self) -> OpticsConfig:
         # both set-ups: a sensor at or inside the focal length sees no real image at all
+        if abs(self.axial_chromatic_mm) >= 0.5 * self.focal_length_mm:
+            raise ValueError(
+                f"axial_chromatic_mm ({self.axial_chromatic_mm:g}) must be well below the "
+                f"focal length ({self.focal_length_mm:g} mm); a singlet has about f/60"
+            )
         if self.sensor_distance_mm <= self.focal_length_mm:
             raise ValueError(
                 f"sensor_distance_mm ({self.sensor_distance_mm:g}) must exceed focal_length_mm "
@@ -202,6 +212,7 @@ class OpticsConfig(_Strict):
             self.pixel_pitch_um,
             self.sensor_distance_mm,
             self.setup,
+            self.axial_chromatic_mm,
         )
 
 

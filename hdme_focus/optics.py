@@ -9,13 +9,19 @@ micrometres, blur is pixels.
 
 R > 0 when the sensor is behind the image plane (s > v, object nearer than the
 focused distance), R < 0 in front of it. Blur is unsigned: one frame cannot
-tell the two sides apart.
+tell the two sides apart, unless the lens has axial chromatic aberration.
+
+Axial (longitudinal) chromatic aberration: the focal length depends on the
+wavelength, so red, green and blue focus at different depths and the
+red-minus-blue blur changes sign through focus. `axial_chromatic_mm` is
+f_red - f_blue (a simple positive lens has f_red > f_blue, about f/V: 0.8 mm for
+a 50 mm BK7 singlet; an achromat a few hundredths); green keeps the nominal f.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import numpy as np
@@ -23,6 +29,9 @@ from numpy.typing import ArrayLike, NDArray
 
 SQRT2 = math.sqrt(2.0)
 FocusSetup = Literal["image", "object"]
+CHANNELS: tuple[str, str, str] = ("red", "green", "blue")
+# focal length of each channel relative to green, in units of axial_chromatic_mm
+CHANNEL_FOCAL_SHIFT: tuple[float, float, float] = (0.5, 0.0, -0.5)
 
 
 def coc_radius_mm(
@@ -70,7 +79,8 @@ class ThinLens:
 
     setup "image": the stage moves the sensor (or lens) so s = s0 + z, as in the
     HDME-Net experiment. setup "object": the stage moves the sample so
-    u = u_scene + z, as on a microscope; s stays at s0.
+    u = u_scene + z, as on a microscope; s stays at s0. `axial_chromatic_mm`
+    (f_red - f_blue, 0: corrected) only matters to `channel_lenses`.
     """
 
     focal_length_mm: float
@@ -78,6 +88,20 @@ class ThinLens:
     pixel_pitch_um: float
     sensor_distance_mm: float
     setup: FocusSetup = "image"
+    axial_chromatic_mm: float = 0.0
+
+    @property
+    def chromatic(self) -> bool:
+        return self.axial_chromatic_mm != 0.0
+
+    def channel_lenses(self) -> tuple[ThinLens, ThinLens, ThinLens]:
+        """The red, green and blue lenses: focal length f + shift * axial_chromatic_mm."""
+        a = self.axial_chromatic_mm
+        r, g, b = (
+            replace(self, focal_length_mm=self.focal_length_mm + shift * a, axial_chromatic_mm=0.0)
+            for shift in CHANNEL_FOCAL_SHIFT
+        )
+        return r, g, b
 
     @property
     def aperture_mm(self) -> float:

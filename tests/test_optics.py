@@ -86,3 +86,20 @@ def test_sigma_grows_on_both_sides_of_focus() -> None:
     assert sig[0] > sig[1] > sig[2] < sig[3] < sig[4]
     # and R changes sign across focus
     assert float(lens.coc_mm(z0 - 0.2, 1000.0)) < 0 < float(lens.coc_mm(z0 + 0.2, 1000.0))
+
+
+def test_channel_lenses_focus_red_behind_blue() -> None:
+    # axial colour: f_red > f_blue, so on the image side red focuses at a larger stage position
+    lens = ThinLens(50, 8, 5, 51, axial_chromatic_mm=0.25)
+    red, green, blue = lens.channel_lenses()
+    z = [float(c.focus_position_mm(1000.0)) for c in (red, green, blue)]
+    assert z[0] > z[1] > z[2]
+    assert z[1] == pytest.approx(float(ThinLens(50, 8, 5, 51).focus_position_mm(1000.0)))
+    assert red.focal_length_mm - blue.focal_length_mm == pytest.approx(0.25)
+    assert not red.chromatic and lens.chromatic
+
+
+def test_corrected_lens_channels_are_the_lens() -> None:
+    lens = ThinLens(50, 8, 5, 51)
+    assert not lens.chromatic
+    assert lens.channel_lenses() == (lens, lens, lens)

@@ -22,7 +22,6 @@ from typing import Literal
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-from scipy.optimize import least_squares
 
 from hdme_focus.core.errors import UsageError
 from hdme_focus.optics import SQRT2, ThinLens, object_distance_mm
@@ -112,6 +111,8 @@ def _initial_guess(z: NDArray[np.float64], s: NDArray[np.float64]) -> tuple[floa
 def _solve(
     z: NDArray[np.float64], s: NDArray[np.float64], x0: tuple[float, float, float], f_scale: float
 ) -> NDArray[np.float64]:
+    from scipy.optimize import least_squares  # scipy.optimize costs ~0.3 s: only when fitting
+
     span = float(np.ptp(z)) or 1.0
     lo = [float(z.min()) - span, 1e-6, 0.0]
     hi = [float(z.max()) + span, np.inf, np.inf]

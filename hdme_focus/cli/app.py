@@ -17,6 +17,7 @@ from hdme_focus.cli import (
     evaluate_cmd,
     focus_cmd,
     hardware_cmd,
+    serve_cmd,
     sweep_cmd,
 )
 
@@ -34,6 +35,7 @@ app.command("calibrate")(focus_cmd.calibrate_cmd)
 app.command("autofocus")(focus_cmd.autofocus_cmd)
 app.command("depth")(focus_cmd.depth_cmd)
 app.command("demo")(focus_cmd.demo_cmd)
+app.command("serve")(serve_cmd.serve_cmd)
 app.command("train")(estimation_cmd.train_cmd)
 app.command("estimate")(estimation_cmd.estimate_cmd)
 app.command("evaluate")(evaluate_cmd.evaluate_cmd)

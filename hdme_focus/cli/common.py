@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 import typer
 from rich.console import Console
 
-from hdme_focus.config import InstrumentConfig, load_config
 from hdme_focus.core.errors import (
     EXIT_INTERRUPTED,
     EXIT_USAGE,
@@ -30,6 +29,7 @@ from hdme_focus.estimation.devices import Device
 from hdme_focus.estimation.registry import ALIASES, DEFAULT_ESTIMATOR
 
 if TYPE_CHECKING:
+    from hdme_focus.config import InstrumentConfig
     from hdme_focus.estimation.base import DefocusEstimator
 
 console = Console()
@@ -55,6 +55,7 @@ class Direction(StrEnum):
     auto = "auto"
     prior = "prior"
     probe = "probe"
+    chroma = "chroma"
 
 
 class Side(StrEnum):
@@ -71,7 +72,8 @@ EstimatorOption: Any = typer.Option(
     None,
     "--estimator",
     help=f"{DEFAULT_ESTIMATOR} (default; paths.weights when set), hdme-tiny (faster), "
-    "a weights file, or a baseline: reblur, focus-measure.",
+    "hdme-lite-conf, patch-classifier, a weights file, or a baseline: reblur, "
+    "focus-measure; append +refine for the guided refinement (e.g. reblur+refine).",
     show_default=False,
 )
 DeviceOption: Any = typer.Option(Device.AUTO, "--device", help="Estimator device.")
@@ -87,6 +89,8 @@ def fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
 
 
 def get_config(path: Path | None) -> InstrumentConfig:
+    from hdme_focus.config import load_config  # pydantic + numpy: not for --help
+
     return load_config(path)
 
 
@@ -103,6 +107,11 @@ def _words(exc: HdmeError) -> str:
     if isinstance(exc, DeviceError) and not isinstance(exc, MotionRefused):
         return f"device: {exc}"
     return str(exc)
+
+
+def describe_error(exc: HdmeError) -> tuple[str, int]:
+    """The line and exit code a command would end with (the `serve` replies use it too)."""
+    return _words(exc), _exit_code(exc)
 
 
 def _exit_code(exc: HdmeError) -> int:

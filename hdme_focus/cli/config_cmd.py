@@ -7,7 +7,6 @@ from pathlib import Path
 import typer
 
 from hdme_focus.cli.common import ConfigOption, console, get_config, handle_errors
-from hdme_focus.config import load_config, to_toml
 
 config_app = typer.Typer(help="Show or validate the instrument file.", no_args_is_help=True)
 
@@ -16,6 +15,8 @@ config_app = typer.Typer(help="Show or validate the instrument file.", no_args_i
 @handle_errors
 def show(config: Path | None = ConfigOption) -> None:
     """Print the effective configuration as TOML (defaults filled in)."""
+    from hdme_focus.config import to_toml
+
     console.print(to_toml(get_config(config)), markup=False, highlight=False)
 
 
@@ -23,5 +24,7 @@ def show(config: Path | None = ConfigOption) -> None:
 @handle_errors
 def check(file: Path = typer.Argument(..., help="Instrument file to validate.")) -> None:
     """Validate FILE; exit 2 with one line naming the bad field if it is wrong."""
+    from hdme_focus.config import load_config
+
     load_config(file)
     console.print(f"{file}: ok")

@@ -31,12 +31,12 @@ from hdme_focus.cli.common import (
     handle_errors,
     load_estimator,
 )
-from hdme_focus.config import InstrumentConfig
 from hdme_focus.core.errors import EXIT_NOT_IN_FOCUS
 from hdme_focus.estimation.devices import Device
 
 if TYPE_CHECKING:
     from hdme_focus.calibration.model import Calibration
+    from hdme_focus.config import InstrumentConfig
     from hdme_focus.estimation.base import DefocusEstimator
 
 CalibrationOption = typer.Option(
@@ -149,6 +149,14 @@ def calibrate_cmd(
 # --------------------------------------------------------------------------- autofocus
 
 
+def checked_calibration(source: Path, cfg: InstrumentConfig) -> Calibration:
+    """The calibration file at `source`, checked against the configured optics and frame size."""
+    from hdme_focus.calibration.model import load_calibration
+
+    frame = None if cfg.camera.driver == "replay" else (cfg.camera.width_px, cfg.camera.height_px)
+    return load_calibration(source).check_matches(source, cfg.optics.lens(), frame)
+
+
 def _calibration_and_estimator(
     path: Path | None, cfg: InstrumentConfig, estimator: str | None, device: Device
 ) -> tuple[Calibration, DefocusEstimator]:
@@ -156,11 +164,8 @@ def _calibration_and_estimator(
 
     A calibration holds only for the estimator whose blur scale it fitted.
     """
-    from hdme_focus.calibration.model import load_calibration
-
     source = path if path is not None else default_calibration_path(cfg)
-    frame = None if cfg.camera.driver == "replay" else (cfg.camera.width_px, cfg.camera.height_px)
-    cal = load_calibration(source).check_matches(source, cfg.optics.lens(), frame)
+    cal = checked_calibration(source, cfg)
     est = load_estimator(estimator, device, config=cfg)
     cal.check_matches(source, estimator=est.name)
     return cal, est
@@ -173,7 +178,8 @@ def autofocus_cmd(
     direction: Direction = typer.Option(
         Direction.auto,
         "--direction",
-        help="hdme: auto (prior if unambiguous, else probe), prior, probe.",
+        help="hdme: auto (prior if unambiguous, else probe), prior, probe, or chroma (the side "
+        "from axial colour in one RGB frame; auto when it abstains).",
     ),
     verify: bool = typer.Option(False, "--verify", help="Capture after the move; report residual."),
     max_tries: int = typer.Option(
@@ -269,6 +275,12 @@ def autofocus_cmd(
         try:
             if hdme is not None:
                 cal, est = hdme
+                chroma = None
+                if direction is Direction.chroma:
+                    from hdme_focus.instrument.chroma_direction import load_or_calibrate_chroma
+
+                    cal_path = calibration or default_calibration_path(cfg)
+                    chroma = load_or_calibrate_chroma(cal_path, cal)
                 opts = HdmeOptions(
                     strategy=direction.value,
                     verify=verify,
@@ -277,6 +289,7 @@ def autofocus_cmd(
                     state_file=state_path(cfg.paths.output_dir),
                     margin_px=margin,
                     global_calibration=global_calibration,
+                    chroma=chroma,
                 )
                 if refine:
                     result = autofocus_hybrid(inst, region, est, cal, opts)

@@ -5,20 +5,15 @@ from __future__ import annotations
 import time
 from contextlib import closing
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from hdme_focus.cli.common import ConfigOption, UserError, console, get_config, handle_errors
-from hdme_focus.config import InstrumentConfig, to_toml
-from hdme_focus.core.atomic import write_text_atomic
-from hdme_focus.drivers.registry import open_stage, serial_stage_config
-from hdme_focus.drivers.serial.emulators import (
-    AptEmulator,
-    EmulatedAxis,
-    GcodeEmulator,
-    PtyEmulator,
-    ZaberEmulator,
-)
+
+if TYPE_CHECKING:  # drivers, emulators and the config models load with the command that uses them
+    from hdme_focus.config import InstrumentConfig
+    from hdme_focus.drivers.serial.emulators import PtyEmulator
 
 stage_app = typer.Typer(
     help="Hands-on control of a hardware focus stage; every move passes SafeStage.",
@@ -33,6 +28,8 @@ ZABER_STEPS_PER_MM = 10000.0
 @handle_errors
 def status(config: Path | None = ConfigOption) -> None:
     """Position, homed and moving state, and the configured guard. Never moves."""
+    from hdme_focus.drivers.registry import open_stage, serial_stage_config
+
     cfg = get_config(config)
     sc = serial_stage_config(cfg.stage)
     with closing(open_stage(cfg, allow_homing=False)) as stage:
@@ -53,6 +50,8 @@ def status(config: Path | None = ConfigOption) -> None:
 @handle_errors(moves_stage=True)
 def home(config: Path | None = ConfigOption) -> None:
     """Run the controller's homing cycle (stopped on Ctrl-C, a signal or any error)."""
+    from hdme_focus.drivers.registry import open_stage
+
     cfg = get_config(config)
     with closing(open_stage(cfg, allow_homing=False)) as stage:
         position_mm = stage.home()
@@ -71,6 +70,8 @@ def move(
     config: Path | None = ConfigOption,
 ) -> None:
     """Move to MM through SafeStage: refused outside the soft limits or beyond the max step."""
+    from hdme_focus.drivers.registry import open_stage
+
     cfg = get_config(config)
     with closing(open_stage(cfg, allow_homing=True)) as stage:
         position_mm = stage.travel_to(target_mm) if travel else stage.move_to(target_mm)
@@ -81,6 +82,8 @@ def move(
 @handle_errors
 def stop(config: Path | None = ConfigOption) -> None:
     """Stop the axis now (a command running elsewhere holds the port: press Ctrl-C there)."""
+    from hdme_focus.drivers.registry import open_stage
+
     cfg = get_config(config)
     with closing(open_stage(cfg, allow_homing=False)) as stage:
         stage.stop()
@@ -93,6 +96,8 @@ def stop(config: Path | None = ConfigOption) -> None:
 
 def emulator_config(kind: str, port: str, dialect: str, speed_mm_s: float) -> InstrumentConfig:
     """An instrument file for an emulated stage with the simulated camera."""
+    from hdme_focus.config import InstrumentConfig
+
     stage: dict[str, object] = {
         "driver": kind,
         "serial": {"port": port, "timeout_s": 2.0},
@@ -115,6 +120,13 @@ def emulator_config(kind: str, port: str, dialect: str, speed_mm_s: float) -> In
 def start_emulator(
     kind: str, dialect: str, start_mm: float, speed_mm_s: float, homed: bool
 ) -> PtyEmulator:
+    from hdme_focus.drivers.serial.emulators import (
+        AptEmulator,
+        EmulatedAxis,
+        GcodeEmulator,
+        ZaberEmulator,
+    )
+
     axis = EmulatedAxis(
         position_mm=start_mm, speed_mm_s=speed_mm_s, min_mm=-5.0, max_mm=25.0, homed=homed
     )
@@ -157,6 +169,9 @@ def emulate(
             highlight=False,
         )
         if write_config is not None:
+            from hdme_focus.config import to_toml
+            from hdme_focus.core.atomic import write_text_atomic
+
             cfg = emulator_config(kind, emu.port, dialect, speed_mm_s)
             write_text_atomic(write_config, to_toml(cfg))
             c = f"-c {write_config}"

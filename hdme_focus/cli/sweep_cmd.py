@@ -20,15 +20,14 @@ from hdme_focus.cli.common import (
     handle_errors,
     load_estimator,
 )
-from hdme_focus.config import InstrumentConfig
 from hdme_focus.estimation.devices import Device
 from hdme_focus.estimation.registry import DEFAULT_ESTIMATOR
-from hdme_focus.records import SweepRecord
 
 if TYPE_CHECKING:
+    from hdme_focus.config import InstrumentConfig
+    from hdme_focus.core.roi import Roi
     from hdme_focus.estimation.base import DefocusEstimator
-from hdme_focus.core.roi import Roi, parse_roi
-from hdme_focus.focus_measures import DEFAULT_MEASURES, best_index
+    from hdme_focus.records import SweepRecord
 
 
 def _range(
@@ -51,6 +50,8 @@ def _range(
 
 
 def _rois(specs: list[str], default: dict[str, Roi]) -> dict[str, Roi]:
+    from hdme_focus.core.roi import parse_roi
+
     if not specs:
         return default
     return {f"roi{i + 1}": parse_roi(s) for i, s in enumerate(specs)}
@@ -66,6 +67,7 @@ def _estimator(name: str, device: Device, config: InstrumentConfig) -> DefocusEs
 def _summary(record: SweepRecord) -> None:
     """Best focus per ROI: a table on a terminal, CSV when piped (no column cut)."""
     from hdme_focus.cli.output import print_table
+    from hdme_focus.focus_measures import DEFAULT_MEASURES, best_index
     from hdme_focus.instrument.sweep import SIGMA_QUANTITY
 
     measures = [m for m in DEFAULT_MEASURES if any(m in record.quantities(r) for r in record.rois)]

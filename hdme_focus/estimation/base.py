@@ -35,8 +35,15 @@ class DefocusEstimate:
 class DefocusEstimator(Protocol):
     """Frame -> blur map. `name` identifies the method and its weights (calibrations keep it)."""
 
-    name: str
-    sigma_max_px: float
+    @property
+    def name(self) -> str:
+        """Method and weights, e.g. `hdme-net:hdme-lite@1a2b3c4d`; wrappers may derive it."""
+        ...
+
+    @property
+    def sigma_max_px(self) -> float:
+        """Top of the range the estimator reads (inf for one without a ceiling)."""
+        ...
 
     def predict(
         self, image: ArrayLike, bit_depth: int | None = None, *, downscale: float = 1.0

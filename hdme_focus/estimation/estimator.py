@@ -28,31 +28,11 @@ from hdme_focus.estimation.base import (
 )
 from hdme_focus.estimation.devices import Device, resolve_device
 from hdme_focus.estimation.model import HDMENet, fuse_for_inference, standardize
+from hdme_focus.estimation.tiling import starts as _starts
+from hdme_focus.estimation.tiling import window as _window
 
 DEFAULT_TILE_PX = 512
 DEFAULT_OVERLAP_PX = 64
-
-
-# --------------------------------------------------------------------------- tiling
-
-
-def _window(n: int, overlap: int, ramp_start: bool, ramp_end: bool) -> NDArray[np.float32]:
-    """1-D blending weight: raised-cosine ramps of `overlap` px on sides that meet a neighbour."""
-    w = np.ones(n, dtype=np.float32)
-    ramp = 0.5 - 0.5 * np.cos(np.pi * (np.arange(overlap, dtype=np.float32) + 0.5) / overlap)
-    if ramp_start:
-        w[:overlap] = ramp
-    if ramp_end:
-        w[n - overlap :] = np.minimum(w[n - overlap :], ramp[::-1])
-    return w
-
-
-def _starts(length: int, tile: int, overlap: int) -> list[int]:
-    if length <= tile:
-        return [0]
-    step = tile - overlap
-    n = math.ceil((length - tile) / step) + 1
-    return [round(i * (length - tile) / (n - 1)) for i in range(n)]
 
 
 # A learned Laplace error scale b (px) becomes a confidence in [0, 1]:

@@ -10,16 +10,19 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from hdme_focus.core.errors import UsageError
-from hdme_focus.estimation.base import DefocusEstimator
 from hdme_focus.estimation.devices import Device, parse_device
 
+if TYPE_CHECKING:  # numpy and OpenCV: not needed to list names or parse options
+    from hdme_focus.estimation.base import DefocusEstimator
+
 DEFAULT_ESTIMATOR = "hdme-lite"
+REFINE_SUFFIX = "+refine"  # any estimator, guided-filter refined: `reblur+refine`
 ALIASES: dict[str, str] = {"hdme": DEFAULT_ESTIMATOR, "hdme-net": DEFAULT_ESTIMATOR}
 
-Factory = Callable[[str], DefocusEstimator]  # device name -> estimator
+Factory = Callable[[str], "DefocusEstimator"]  # device name -> estimator
 F = TypeVar("F", bound=Factory)
 _FACTORIES: dict[str, Factory] = {}
 
@@ -56,10 +59,19 @@ def create_estimator(name: str, device: str | Device = Device.CPU) -> DefocusEst
 def load_estimator(
     name_or_weights: str | Path | None = None, device: str | Device = Device.AUTO
 ) -> DefocusEstimator:
-    """None: the default; a registered name; or a weights file (HDME-Net or patch classifier)."""
+    """None: the default; a registered name; or a weights file (HDME-Net or patch classifier).
+
+    A name or file ending in `+refine` is that estimator with its map refined by the
+    frame (`refine.RefinedEstimator`); its name keeps the suffix, so a calibration
+    made with refinement is refused without it and the other way round.
+    """
     if name_or_weights is None:
         return create_estimator(DEFAULT_ESTIMATOR, device)
     s = str(name_or_weights)
+    if s.endswith(REFINE_SUFFIX):
+        from hdme_focus.estimation.refine import RefinedEstimator
+
+        return RefinedEstimator(load_estimator(s.removesuffix(REFINE_SUFFIX) or None, device))
     if s.endswith(".safetensors") or Path(s).is_file():
         return from_weights_file(Path(s), parse_device(device))
     return create_estimator(s, device)
@@ -71,6 +83,14 @@ def from_weights_file(path: Path, device: str) -> DefocusEstimator:
     Sweeps and calibrations record the name, so a calibration fitted with one set
     of weights is refused with another of the same preset.
     """
+    from hdme_focus.estimation.onnx_runtime import load_onnx_estimator, requested_runtime
+
+    if requested_runtime() == "onnx":  # optional: no torch import (HDME-Net weights only)
+        if device not in (Device.CPU.value, Device.AUTO.value):
+            raise UsageError(f"device {device}: the onnx runtime runs on the cpu; unset it")
+        onnx_est = load_onnx_estimator(path)
+        if onnx_est is not None:
+            return onnx_est
     from hdme_focus.estimation.estimator import HDMEEstimator
     from hdme_focus.estimation.model import HDMENet
     from hdme_focus.estimation.patch_classifier import PatchClassifierEstimator

@@ -12,19 +12,15 @@ import hashlib
 import json
 from importlib import resources
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from hdme_focus.core.atomic import atomic_path, write_text_atomic
 from hdme_focus.core.errors import UsageError
-from hdme_focus.estimation.model import (
-    ARCHITECTURES,
-    DEFAULT_PRESET,
-    Network,
-    architecture_of,
-    build_network,
-)
+
+if TYPE_CHECKING:  # torch costs ~1 s to import: only where tensors are touched
+    import torch
+
+    from hdme_focus.estimation.model import Network
 
 WEIGHTS_FORMAT = "hdme-focus-weights/1"
 
@@ -35,6 +31,8 @@ class WeightsError(UsageError):
 
 def model_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """The tensors a weights file stores: float32 on the CPU, no BatchNorm step counters."""
+    import torch
+
     return {
         k: v.detach().to("cpu", torch.float32).contiguous()
         for k, v in model.state_dict().items()
@@ -52,6 +50,8 @@ def save_weights(
 ) -> Path:
     """Write model tensors + the header (architecture, sigma range, normalisation), atomically."""
     from safetensors.torch import save_file
+
+    from hdme_focus.estimation.model import ARCHITECTURES, architecture_of
 
     p = Path(path)
     arch = architecture_of(model)
@@ -74,6 +74,8 @@ def save_weights(
 def read_weights(path: Path | str) -> tuple[Network, dict[str, str]]:
     """Rebuild the network from a weights file; WeightsError with the reason if it is unusable."""
     from safetensors import safe_open
+
+    from hdme_focus.estimation.model import ARCHITECTURES, build_network
 
     p = Path(path)
     if not p.is_file():
@@ -125,6 +127,8 @@ def shipped_weights_path(name: str) -> Path:
 
 def default_weights_path() -> Path:
     """The HDME-Net weights shipped as the default estimator."""
+    from hdme_focus.estimation.model import DEFAULT_PRESET
+
     return shipped_weights_path(DEFAULT_PRESET)
 
 

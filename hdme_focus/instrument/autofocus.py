@@ -14,6 +14,8 @@ strategy:
 - `probe`: one known step and a second capture; the focus is the position
   consistent with both blur readings. Two captures, two moves.
 - `auto`: `prior` when unambiguous, otherwise `probe`.
+- `chroma`: the side from the frame's colour (axial chromatic aberration, see
+  chroma_direction.py), one capture; when the cue abstains, `auto`.
 
 `max_tries` > 1 checks and corrects the landing: a verify capture, and when
 that reading is too near focus to place it (the V-curve is flat there), one
@@ -39,7 +41,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from hdme_focus.calibration.model import (
     Calibration,
@@ -54,8 +56,11 @@ from hdme_focus.instrument.devices import Instrument
 from hdme_focus.instrument.prior import Prior, choose_prior, load_state, save_focus
 from hdme_focus.instrument.session import AutofocusRefused, AutofocusResult, Session
 
-Strategy = Literal["auto", "prior", "probe"]
-STRATEGIES: tuple[str, ...] = ("auto", "prior", "probe")
+if TYPE_CHECKING:  # the chroma cue (OpenCV) loads only when the chroma direction is used
+    from hdme_focus.instrument.chroma_direction import ChromaConvention
+
+Strategy = Literal["auto", "prior", "probe", "chroma"]
+STRATEGIES: tuple[str, ...] = ("auto", "prior", "probe", "chroma")
 
 RANGE_FRACTION = 0.8  # above this share of the estimator's range, re-estimate downscaled
 COARSE_SWITCH = 0.95  # ... or above this share of the fine curve's calibrated blur range
@@ -215,6 +220,7 @@ class HdmeOptions:
     margin_px: int | None = None  # estimator context: None = whole frame, else ROI + margin
     save_state: bool = True  # False: read the last focus from state_file but do not write it
     global_calibration: bool = False  # read with the all-regions V-curve (another sample)
+    chroma: ChromaConvention | None = None  # strategy "chroma": the sweep's sign convention
 
 
 def calibration_for(
@@ -276,9 +282,11 @@ def autofocus_hdme(
     sigma_tol_px = math.hypot(k * tol_mm, roi_cal.sigma0_px) + roi_cal.rmse_px
     lo, hi = safe.min_mm, safe.max_mm
     readings: list[Reading] = []
+    frames: list[Frame] = []
 
     def measure() -> Measurement:
         frame = run.capture()
+        frames.append(frame)
         with run.compute():
             if not result.measurements:
                 h, w = frame.image.shape[:2]
@@ -334,6 +342,8 @@ def autofocus_hdme(
         # stay only when surely in focus: next to focus the reading is least precise
         if d + d_err <= tol_mm:
             target, how = first.position_mm, "in-focus"
+        elif opts.strategy == "chroma":
+            target, how = _decide_chroma(frames[0], roi, z, d, lo, hi, prior, opts.chroma, result)
         else:
             target, how = _decide_first(z, d, lo, hi, prior, opts.strategy, result)
     if how == "probe":
@@ -389,6 +399,41 @@ def _decide_first(
         return nearer, "probe"
     result.ambiguous = not unambiguous
     return nearer, "prior"
+
+
+def _decide_chroma(
+    frame: Frame,
+    roi: Roi,
+    z: float,
+    d: float,
+    lo: float,
+    hi: float,
+    prior: Prior,
+    convention: ChromaConvention | None,
+    result: AutofocusResult,
+) -> tuple[float, str]:
+    """The side the frame's colour shows; when the cue abstains, `auto` decides.
+
+    A side whose candidate lies outside the soft limits is not taken either:
+    the limits settle it as for every strategy.
+    """
+    from hdme_focus.estimation.chroma import chroma_cue
+
+    cue = chroma_cue(frame.image, roi.as_tuple())
+    side = convention.side(cue) if convention is not None else 0
+    abstained = cue.reason
+    if convention is None or convention.red_sharper_above is None:
+        abstained = (convention.reason if convention else None) or "no sign convention"
+    result.chroma = {
+        "relative_blur_px": cue.relative_blur_px,
+        "residual": cue.residual,
+        "contrast": cue.contrast,
+        "side": side,
+        "abstained": abstained,
+    }
+    if side != 0 and lo - 1e-9 <= z + side * d <= hi + 1e-9:
+        return z + side * d, "chroma"
+    return _decide_first(z, d, lo, hi, prior, "auto", result)
 
 
 def _probe(

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy.optimize import minimize_scalar
 
 from hdme_focus.core.frame import to_gray_float
 from hdme_focus.core.roi import Roi
@@ -154,6 +153,8 @@ def autofocus_brent(
     opts = options or SearchOptions()
 
     def find(score: Score, seen: Seen, lo: float, hi: float) -> float:
+        from scipy.optimize import minimize_scalar  # ~0.3 s: only when searching
+
         xatol = opts.xatol_mm if opts.xatol_mm is not None else (hi - lo) / 400.0
         res = minimize_scalar(
             lambda z: -score(z),

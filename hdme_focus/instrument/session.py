@@ -60,6 +60,7 @@ class AutofocusResult:
     calibration_region: str | None = None  # the calibrated region whose V-curve was used
     calibration_note: str | None = None  # e.g. calibrate refused this region
     refine: dict[str, Any] | None = None  # hybrid: the focus-measure refinement (hybrid.py)
+    chroma: dict[str, Any] | None = None  # direction "chroma": the cue, or why it abstained
     measurements: list[dict[str, float]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
@@ -79,6 +80,8 @@ class AutofocusResult:
         ]
         if self.direction:
             parts.append(f"direction {self.direction}{' (ambiguous)' * self.ambiguous}")
+        if self.chroma is not None and self.chroma.get("abstained"):
+            parts.append(f"chroma abstained: {self.chroma['abstained']}")
         if math.isfinite(self.measured_sigma_px):
             note = " (beyond the calibrated range)" if self.beyond_range else ""
             parts.append(f"sigma {self.measured_sigma_px:.2f} px{note}")

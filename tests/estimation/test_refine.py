@@ -189,3 +189,13 @@ def test_refined_estimator_wraps_any_estimator() -> None:
     truth = np.where(img > 0.5, 6.0, 1.0)[edge]
     assert np.abs(out.sigma_px[edge] - truth).mean() < 0.5 * np.abs(raw[edge] - truth).mean()
     np.testing.assert_array_equal(est.predict(img), out.sigma_px)
+
+
+def test_any_estimator_by_name_with_the_refine_suffix() -> None:
+    from hdme_focus.estimation import load_estimator
+
+    est = load_estimator("reblur+refine", device="cpu")
+    assert isinstance(est, RefinedEstimator)
+    assert est.name == "reblur+refine"
+    img = np.random.default_rng(0).random((48, 64)).astype(np.float32)
+    assert est.predict(img).shape == img.shape

@@ -158,7 +158,14 @@ def _margin(width: int, height: int) -> int:
 
 @functools.lru_cache(maxsize=8)
 def _skimage_gray(name: str) -> F32:
-    img = np.asarray(getattr(skimage.data, name)())
+    # the bundled PNG read directly: skimage.io would import scipy (~0.3 s of every start)
+    png = Path(skimage.data.__file__).parent / f"{name}.png"
+    raw = cv2.imread(str(png), cv2.IMREAD_UNCHANGED) if png.is_file() else None
+    if raw is not None and raw.dtype == np.uint8:
+        codes = {3: cv2.COLOR_BGR2RGB, 4: cv2.COLOR_BGRA2RGB}
+        img = cv2.cvtColor(raw, codes[raw.shape[2]]) if raw.ndim == 3 else raw
+    else:
+        img = np.asarray(getattr(skimage.data, name)())
     if img.ndim == 3:
         img = cv2.cvtColor(img[..., :3], cv2.COLOR_RGB2GRAY)
     out = img.astype(np.float32) / 255.0

@@ -5,6 +5,14 @@ layer by its thin-lens sigma at the stage's true position (occlusion-aware),
 then adds shot and read noise, exposure, saturation and quantisation. Time is
 simulated (`SimClock`), so a sweep of many moves runs in milliseconds.
 
+Colour: with `optics.axial_chromatic_mm` non-zero the camera renders an RGB
+frame (HxWx3, red, green, blue), each channel blurred by the thin-lens sigma at
+that channel's focal length (`ThinLens.channel_lenses`), with its own shot and
+read noise, as a 3-chip camera would (no Bayer mosaic, no compression). The
+scene's gray radiance serves every channel. Off (the default) the frame is gray
+as before; ground truth (`true_sigma_px`, `focus_position_mm`) is the nominal
+(green) lens either way.
+
 Reported vs true position: like an open-loop stepper, `SimStage.position_mm()`
 reports the commanded (motor) position; the carriage, which the camera sees
 (`true_position_mm()`), lags by the backlash after a reversal and lands with
@@ -186,19 +194,28 @@ class SimCamera:
         self._closed = False
         self.frames = 0
 
-    def _layers(self, position_mm: float) -> list[Layer]:
+    def _layers(self, position_mm: float, lens: ThinLens | None = None) -> list[Layer]:
+        through = self.lens if lens is None else lens
         return [
             Layer(
                 layer.radiance,
                 layer.alpha,
-                self.lens.sigma_px(position_mm, layer.distance_mm).astype(np.float32),
+                through.sigma_px(position_mm, layer.distance_mm).astype(np.float32),
             )
             for layer in self.scene.layers
         ]
 
     def render(self, position_mm: float) -> F32:
-        """Noise-free scene radiance in [0, 1] as the lens images it at a stage position."""
-        return composite_layers(self._layers(position_mm))
+        """Noise-free scene radiance in [0, 1] as the lens images it at a stage position.
+
+        HxW, or HxWx3 (red, green, blue) through a lens with axial chromatic aberration.
+        """
+        if not self.lens.chromatic:
+            return composite_layers(self._layers(position_mm))
+        planes = [
+            composite_layers(self._layers(position_mm, c)) for c in self.lens.channel_lenses()
+        ]
+        return np.stack(planes, axis=-1)
 
     def capture(self) -> Frame:
         if self._closed:

@@ -35,7 +35,7 @@ from hdme_focus.records import load_sweep
 
 runner = CliRunner()
 
-PCB = Path(__file__).resolve().parents[2] / "shared/data/pcb-focus-sweep"
+PCB = Path(__file__).resolve().parents[4] / "shared/data/pcb-focus-sweep"
 SMALL = CameraConfig(width_px=160, height_px=120)
 
 
