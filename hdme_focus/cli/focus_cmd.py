@@ -188,6 +188,19 @@ def autofocus_cmd(
         help="hdme: up to N moves; after each a verify capture and, unless surely in focus, "
         "one capture a few DOF away on the slope of the V-curve (2 captures per extra try).",
     ),
+    refine: bool = typer.Option(
+        True,
+        "--refine/--no-refine",
+        help="hdme: after the jump, read a focus measure at a step either side of the landing "
+        "and move to its peak (falls back to Brent within the soft limits when the blur "
+        "reading and the measure disagree). --no-refine: the single jump alone.",
+    ),
+    global_calibration: bool = typer.Option(
+        False,
+        "--global-calibration",
+        help="hdme: read the blur with the calibration over all fitted regions, not the "
+        "region's own (a sample or region the calibration never saw; said on the line).",
+    ),
     span: float | None = typer.Option(
         None, "--span", help="brent/sweep: search range in mm centred on the current position."
     ),
@@ -219,12 +232,15 @@ def autofocus_cmd(
     result and it is NOT in focus.
 
     HDME reads the blur, converts it to |z - z0| with the calibration and picks
-    the side by --direction. The last successful focus per ROI is kept in
-    <paths.output_dir>/autofocus-state.json and serves as the `prior`.
+    the side by --direction; with --refine (default) it then reads a focus
+    measure a step either side of the landing and moves to its peak. The last
+    successful focus per ROI is kept in <paths.output_dir>/autofocus-state.json
+    and serves as the `prior`.
     """
     from hdme_focus.core.roi import parse_roi
     from hdme_focus.instrument.autofocus import HdmeOptions, autofocus_hdme
     from hdme_focus.instrument.devices import open_instrument
+    from hdme_focus.instrument.hybrid import autofocus_hybrid
     from hdme_focus.instrument.prior import state_path
     from hdme_focus.instrument.search import SearchOptions, autofocus_brent, autofocus_sweep
     from hdme_focus.instrument.session import AutofocusRefused, AutofocusResult
@@ -232,6 +248,11 @@ def autofocus_cmd(
     cfg = get_config(config)
     if max_tries < 1:
         raise UserError(f"--max-tries {max_tries}: must be at least 1")
+    if max_tries > 1 and refine and method is Method.hdme:
+        raise UserError(
+            f"--max-tries {max_tries}: the retries belong to the single jump; pass --no-refine "
+            "(the default refinement already checks the landing with the focus measure)"
+        )
     if margin is not None and margin < 0:
         raise UserError(f"--margin-px {margin}: must be >= 0")
     if span is not None and not (math.isfinite(span) and span > 0):
@@ -267,9 +288,13 @@ def autofocus_cmd(
                     prior_uncertainty_mm=prior_uncertainty,
                     state_file=state_path(cfg.paths.output_dir),
                     margin_px=margin,
+                    global_calibration=global_calibration,
                     chroma=chroma,
                 )
-                result = autofocus_hdme(inst, region, est, cal, opts)
+                if refine:
+                    result = autofocus_hybrid(inst, region, est, cal, opts)
+                else:
+                    result = autofocus_hdme(inst, region, est, cal, opts)
             else:
                 here = inst.stage.position_mm()
                 rng = None if span is None else (here - span / 2, here + span / 2)

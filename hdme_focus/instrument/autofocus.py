@@ -218,7 +218,37 @@ class HdmeOptions:
     tolerance_dof: float = TOLERANCE_DOF
     state_file: Path | None = None  # None: neither read nor write the last focus
     margin_px: int | None = None  # estimator context: None = whole frame, else ROI + margin
+    save_state: bool = True  # False: read the last focus from state_file but do not write it
+    global_calibration: bool = False  # read with the all-regions V-curve (another sample)
     chroma: ChromaConvention | None = None  # strategy "chroma": the sweep's sign convention
+
+
+def calibration_for(
+    calibration: Calibration, roi: Roi, use_global: bool, result: AutofocusResult
+) -> RoiCalibration:
+    """The V-curve to read this region's blur with; the JSON and the line say which.
+
+    The region's own fit when the calibration covers it; the global one (median
+    k and sigma0 over every fitted region, see `Calibration.for_roi`) for a region
+    it never saw, or for every region when `use_global` (another sample).
+    """
+    roi_cal, covered = calibration.for_roi(None if use_global else roi.as_tuple())
+    result.calibration_region = roi_cal.name
+    refused_region = None if use_global else calibration.rejected_covering(roi.as_tuple())
+    if refused_region is not None:
+        # said on the line and in the JSON: the V-curve used is not this region's own
+        result.calibration_note = (
+            f"calibrate refused region {refused_region.name!r} ({refused_region.reason}); "
+            f"focusing with the {roi_cal.name!r} calibration instead, recalibrate for this region"
+        )
+    elif covered == 0.0:
+        result.calibration_note = (
+            f"{'asked for the global calibration' if use_global else 'region not calibrated'}: "
+            f"read with the global calibration over {len(calibration.rois)} region(s) (k "
+            f"{roi_cal.k_px_per_mm:.2f} px/mm, sigma0 {roi_cal.sigma0_px:.2f} px); calibrate "
+            "this region when the refinement falls back or refuses"
+        )
+    return roi_cal
 
 
 def autofocus_hdme(
@@ -242,15 +272,7 @@ def autofocus_hdme(
         method="hdme", roi=roi.spec, start_mm=safe.position_mm(), strategy=opts.strategy
     )
     run = Session(instrument, result)
-    roi_cal, _ = calibration.for_roi(roi.as_tuple())
-    result.calibration_region = roi_cal.name
-    refused_region = calibration.rejected_covering(roi.as_tuple())
-    if refused_region is not None:
-        # said on the line and in the JSON: the V-curve used is not this region's own
-        result.calibration_note = (
-            f"calibrate refused region {refused_region.name!r} ({refused_region.reason}); "
-            f"focusing with the {roi_cal.name!r} calibration instead, recalibrate for this region"
-        )
+    roi_cal = calibration_for(calibration, roi, opts.global_calibration, result)
     k = roi_cal.k_px_per_mm
     dof = 1.0 / k
     result.dof_mm = dof
@@ -351,7 +373,7 @@ def autofocus_hdme(
         run.move(target)
         result.tries += 1
     result.final_mm = safe.position_mm()
-    if result.in_focus is not False:
+    if result.in_focus is not False and opts.save_state:
         save_focus(opts.state_file, roi, result.final_mm)
     return result
 

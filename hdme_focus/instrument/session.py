@@ -59,6 +59,7 @@ class AutofocusResult:
     prior: dict[str, Any] | None = None
     calibration_region: str | None = None  # the calibrated region whose V-curve was used
     calibration_note: str | None = None  # e.g. calibrate refused this region
+    refine: dict[str, Any] | None = None  # hybrid: the focus-measure refinement (hybrid.py)
     chroma: dict[str, Any] | None = None  # direction "chroma": the cue, or why it abstained
     measurements: list[dict[str, float]] = field(default_factory=list)
 

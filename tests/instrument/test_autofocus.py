@@ -132,15 +132,16 @@ def test_verify_and_retry_fix_a_biased_estimate(inst: Instrument, cal: Calibrati
     assert abs(retried.final_mm - z0) <= 0.5 * dof
 
 
-def test_retry_reads_the_slope_when_the_verify_lands_on_the_flat_bottom(
-    inst: Instrument,
-) -> None:
-    """An estimator with a blur floor (as real ones have) cannot see a small residual."""
+def floored_bench(inst: Instrument) -> tuple[Roi, float, Calibration, OracleEstimator]:
+    """An estimator with a blur floor (as real ones have) and a 15 % scale error.
+
+    Calibrated on a scene whose texture reads as 2.5 px in focus; this one reads
+    2.2 px and its blur 15 % high: a jump overshoots, and a reading next to focus
+    (the flat bottom of the V) cannot see it. Returns (roi, z0, calibration, estimator).
+    """
     from hdme_focus.calibration.fit import fit_vcurve
     from hdme_focus.calibration.model import SweepSource, build_calibration
 
-    # calibrated on a scene whose texture reads as 2.5 px in focus; this one reads 2.2 px
-    # and its blur 15 % high: the first move overshoots, and the verify reading looks sharp
     floor_px, scene_floor_px, scale = 2.5, 2.2, 1.15
     roi, z0 = _region(inst, "background")
     cam: Any = inst.camera
@@ -155,14 +156,21 @@ def test_retry_reads_the_slope_when_the_verify_lands_on_the_flat_bottom(
         estimator=OracleEstimator.name,
         frame_size_px=SIZE,
     )
-    dof = cal.rois[0].dof_mm
 
     class Floored(OracleEstimator):
         def predict(self, image: Any, bit_depth: int | None = None, **kw: Any) -> Any:
             truth = super().predict(image, bit_depth)
             return np.hypot(scale * truth, scene_floor_px).astype(np.float32)
 
-    est = Floored(inst.camera, roi.as_tuple())  # type: ignore[arg-type]
+    return roi, z0, cal, Floored(cam, roi.as_tuple())
+
+
+def test_retry_reads_the_slope_when_the_verify_lands_on_the_flat_bottom(
+    inst: Instrument,
+) -> None:
+    """An estimator with a blur floor (as real ones have) cannot see a small residual."""
+    roi, z0, cal, est = floored_bench(inst)
+    dof = cal.rois[0].dof_mm
     _go(inst, z0 + 6 * dof)
     once = autofocus_hdme(inst, roi, est, cal, HdmeOptions("prior", verify=True))
     assert (once.captures, once.moves) == (2, 1)  # verify only: no slope capture
@@ -310,7 +318,7 @@ def cli_setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]
         sigma_max_px = OracleEstimator.sigma_max_px
 
         def _now(self) -> OracleEstimator:
-            return OracleEstimator(opened[-1].camera, box, noise_px=0.05)
+            return OracleEstimator(opened[-1].camera, box, noise_px=0.05)  # type: ignore[arg-type]
 
         def predict(self, image: Any, bit_depth: int | None = None, **kw: Any) -> Any:
             return self._now().predict(image, bit_depth)
@@ -328,6 +336,7 @@ def test_cli_autofocus_json_reports_counts_positions_and_times(cli_setup: dict[s
         "--roi",
         cli_setup["roi"],
         "--verify",
+        "--no-refine",
         "--json",
         "-c",
         str(cli_setup["config"]),
@@ -346,7 +355,8 @@ def test_cli_autofocus_json_reports_counts_positions_and_times(cli_setup: dict[s
 
 def test_cli_autofocus_one_line_summary(cli_setup: dict[str, Any]) -> None:
     result = runner.invoke(
-        app, ["autofocus", "--roi", cli_setup["roi"], "-c", str(cli_setup["config"])]
+        app,
+        ["autofocus", "--roi", cli_setup["roi"], "--no-refine", "-c", str(cli_setup["config"])],
     )
     assert result.exit_code == 0, result.output
     [line] = [ln for ln in result.stdout.splitlines() if ln.strip()]

@@ -141,7 +141,7 @@ def test_cli_direction_chroma_end_to_end(bench: ChromaBench, tmp_path: Path) -> 
     config_file.write_text(to_toml(cfg), encoding="utf-8")
     cal_path = bench.calibration.save(tmp_path / "calibration.json")
     args = ["autofocus", "-c", str(config_file), "--roi", roi.spec, "--direction", "chroma"]
-    args += ["--calibration", str(cal_path), "--estimator", ESTIMATOR, "--json"]
+    args += ["--calibration", str(cal_path), "--estimator", ESTIMATOR, "--json", "--no-refine"]
     out = CliRunner().invoke(app, args)
     assert out.exit_code == 0, out.output
     result = json.loads(out.stdout)

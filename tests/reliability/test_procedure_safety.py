@@ -181,7 +181,7 @@ def test_verify_not_in_focus_has_its_own_exit_code(
     )
     monkeypatch.setattr("hdme_focus.instrument.autofocus.autofocus_hdme", not_in_focus)
     result = runner.invoke(
-        app, ["autofocus", "--roi", "10,10,40,40", "--verify", "-c", str(config)]
+        app, ["autofocus", "--roi", "10,10,40,40", "--verify", "--no-refine", "-c", str(config)]
     )
     assert result.exit_code == EXIT_NOT_IN_FOCUS == 5, result.output
     assert "NOT in focus" in result.stdout
