@@ -138,6 +138,9 @@ def _parser() -> argparse.ArgumentParser:
     af.add_argument("--method", choices=["hdme", "brent", "sweep"])
     af.add_argument("--direction")
     af.add_argument("--verify", action="store_true", default=None)
+    af.add_argument(
+        "--no-refine", action="store_false", dest="refine", default=None, help="single jump"
+    )
     af.add_argument("--max-tries", type=int, dest="max_tries")
     af.add_argument("--margin-px", type=int, dest="margin_px")
     af.add_argument("--span", type=float, dest="span_mm")

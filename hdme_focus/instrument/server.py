@@ -69,6 +69,7 @@ class AutofocusRequest(_Request):
     method: Literal["hdme", "brent", "sweep"] = "hdme"
     direction: str = "auto"
     verify: bool = False
+    refine: bool = True  # as `autofocus --refine` (the default): the hybrid
     max_tries: int = 1
     prior_uncertainty_mm: float | None = None
     margin_px: int | None = None
@@ -204,12 +205,18 @@ class FocusServer:
         return region
 
     def _autofocus(self, req: AutofocusRequest) -> dict[str, Any]:
+        from hdme_focus.instrument.hybrid import autofocus_hybrid
         from hdme_focus.instrument.search import SearchOptions, autofocus_brent, autofocus_sweep
 
         if req.direction not in STRATEGIES:
             raise UsageError(f"direction {req.direction!r}: choose one of {', '.join(STRATEGIES)}")
         if req.max_tries < 1:
             raise UsageError(f"max_tries {req.max_tries}: must be at least 1")
+        if req.max_tries > 1 and req.refine and req.method == "hdme":
+            raise UsageError(
+                f"max_tries {req.max_tries}: the retries belong to the single jump; "
+                "send refine: false (the refinement already checks the landing)"
+            )
         if req.margin_px is not None and req.margin_px < 0:
             raise UsageError(f"margin_px {req.margin_px}: must be >= 0")
         for what, v in (
@@ -231,7 +238,8 @@ class FocusServer:
                 state_file=self.state_file,
                 margin_px=req.margin_px,
             )
-            result = autofocus_hdme(self.instrument, region, est, cal, opts)
+            run_hdme = autofocus_hybrid if req.refine else autofocus_hdme
+            result = run_hdme(self.instrument, region, est, cal, opts)
         else:
             here = self.instrument.stage.position_mm()
             span = req.span_mm

@@ -81,6 +81,19 @@ def test_two_autofocus_requests_reuse_the_model_and_the_calibration(
     assert status["estimators"] == [OracleEstimator.name]
 
 
+def test_an_autofocus_request_refines_by_default_as_the_command_does(
+    served: tuple[FocusServer, list[str | None], str, float],
+) -> None:
+    server, _, roi, _ = served
+    refined = server.handle({"op": "autofocus", "roi": roi})
+    jump = server.handle({"op": "autofocus", "roi": roi, "refine": False})
+    assert refined["ok"] and jump["ok"], (refined, jump)
+    assert refined["result"]["refine"] is not None
+    assert jump["result"]["refine"] is None
+    retries = server.handle({"op": "autofocus", "roi": roi, "max_tries": 2})
+    assert not retries["ok"] and retries["exit_code"] == 2, retries
+
+
 def test_a_new_calibration_file_is_loaded_again(
     served: tuple[FocusServer, list[str | None], str, float], tmp_path: Path
 ) -> None:
