@@ -10,7 +10,7 @@ usable nothing is saved and the error says what to record instead.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,6 +39,11 @@ from hdme_focus.records import SweepRecord, load_sweep, roi_column
 
 SIGMA = "sigma_px"
 SATURATION_FRACTION = 0.9  # ignore blur above this share of the estimator's range
+# Fit the coarse (downscaled) curve once the sweep's readings pass this share of the
+# range: autofocus reads far starts through it from 0.8 x 0.95 of the range on
+# (autofocus.RANGE_FRACTION x COARSE_SWITCH), and a model whose output compresses
+# near its top (hdme-lite tops out near 8 of 10 px) never reaches the 0.9 ceiling.
+COARSE_NEEDED_FRACTION = 0.7
 COARSE_DOWNSCALE = 2.0  # second calibration on half-resolution frames, for large blur
 
 
@@ -127,6 +132,12 @@ def coarse_sigmas(
     )
 
 
+def needs_coarse_pass(sigmas: Mapping[str, NDArray[np.float64]], sigma_max_px: float) -> bool:
+    """Whether any region's readings came near the top of the estimator's range."""
+    top = COARSE_NEEDED_FRACTION * float(sigma_max_px)
+    return any(bool(np.any(v[np.isfinite(v)] >= top)) for v in sigmas.values())
+
+
 def _fit_coarse(
     positions: NDArray[np.float64],
     sigmas: dict[str, NDArray[np.float64]],
@@ -209,12 +220,9 @@ def calibrate_sweep(
     )
     coarse: dict[str, VCurveFit] = {}
     wanted: dict[str, NDArray[np.float64]] = {}
-    saturated = max_sigma is not None and any(
-        bool(np.any(v[np.isfinite(v)] >= max_sigma)) for v in sigmas.values()
-    )
-    if same and sigma_max and estimator is not None and saturated:
+    if same and sigma_max and estimator is not None and needs_coarse_pass(sigmas, sigma_max):
         # the coarse pass re-estimates every frame; it only adds range where the fine one
-        # reached the estimator's ceiling
+        # came near the estimator's ceiling
         by_scale = coarse_sigmas(record, estimator, progress=progress)
         good_names = {n for n, _, _ in good}
         wanted = {n: v for n, v in by_scale.items() if n in good_names}
