@@ -42,6 +42,12 @@ class CalibrationFileError(UsageError):
     """A calibration file that cannot be used here; str() names the file and the fix."""
 
 
+# A region read with the global calibration whose local contrast differs from every
+# calibrated region's (at the same blur) by more than this factor is outside its coverage.
+TEXTURE_COVERAGE_FACTOR = 4.0
+GLOBAL_REGION = "all-regions"  # the name of the summary V-curve `for_roi` returns
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -156,6 +162,8 @@ class RoiCalibration(_Strict):
     coarse: CoarseFit | None = None  # for blur beyond the estimator's range
     z0_bootstrap_mm: float | None = None  # z0 spread over refits to resampled frames
     warnings: list[str] = Field(default_factory=list)  # accepted, but said on the line
+    # (blur px, median local contrast) of the sweep's frames: the textures this fit has seen
+    contrast_curve: list[tuple[float, float]] | None = None
 
     @field_validator("z0_mm", "k_px_per_mm", "sigma0_px", "dof_mm")
     @classmethod
@@ -270,6 +278,35 @@ class Calibration(_Strict):
                 return r
         raise KeyError(name)
 
+    def texture_outside(self, sigma_px: float, contrast: float) -> str | None:
+        """Why a region read with the global calibration has a texture it never saw, or None.
+
+        A blur reading depends on the texture as well as on the defocus; the
+        calibration has seen each fitted region's local contrast at every blur of
+        its sweep. A region whose contrast, at the blur it reads, lies more than
+        TEXTURE_COVERAGE_FACTOR from every fitted region's is outside what the
+        global V-curve covers. Calibrations without contrast curves say nothing.
+        """
+        curves = [r.contrast_curve for r in self.rois if r.contrast_curve]
+        if not curves or not (math.isfinite(sigma_px) and contrast > 0):
+            return None
+        seen: list[float] = []
+        for curve in curves:
+            s, c = np.asarray(curve, dtype=np.float64).T
+            if s.min() <= sigma_px <= s.max():
+                order = np.argsort(s)
+                seen.append(float(np.exp(np.interp(sigma_px, s[order], np.log(c[order])))))
+        if not seen:
+            return None  # beyond every sweep's blur: the range checks speak for it
+        lo, hi = min(seen), max(seen)
+        if lo / TEXTURE_COVERAGE_FACTOR <= contrast <= hi * TEXTURE_COVERAGE_FACTOR:
+            return None
+        return (
+            f"the region's texture is outside what the calibration covers (local contrast "
+            f"{contrast:.4f} at {sigma_px:.1f} px blur; the calibrated regions had "
+            f"{lo:.4f}-{hi:.4f}); calibrate this region"
+        )
+
     def rejected_covering(self, roi: Box | None) -> RejectedRoi | None:
         """The refused region that covers `roi` more than any accepted one, if any."""
         if roi is None:
@@ -300,7 +337,7 @@ class Calibration(_Strict):
         z0s = np.asarray([r.z0_mm for r in self.rois])
         spread = float(z0s.max() - z0s.min()) / 2.0 if len(z0s) > 1 else 0.0
         summary = RoiCalibration(
-            name="all-regions",
+            name=GLOBAL_REGION,
             roi=None,
             z0_mm=float(np.median(z0s)),
             k_px_per_mm=self.k_px_per_mm,

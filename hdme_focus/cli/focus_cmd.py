@@ -171,6 +171,17 @@ def _calibration_and_estimator(
     return cal, est
 
 
+# the command's spelling of FocusRequest's fields, for its messages
+_CLI_SPELLING = {
+    "direction": "--direction",
+    "max_tries": "--max-tries",
+    "margin_px": "--margin-px",
+    "span_mm": "--span",
+    "prior_uncertainty_mm": "--prior-uncertainty",
+    "no_refine": "--no-refine",
+}
+
+
 @handle_errors(moves_stage=True)
 def autofocus_cmd(
     roi: str = typer.Option(..., "--roi", help="Region X,Y,W,H in pixels."),
@@ -238,31 +249,25 @@ def autofocus_cmd(
     and serves as the `prior`.
     """
     from hdme_focus.core.roi import parse_roi
-    from hdme_focus.instrument.autofocus import HdmeOptions, autofocus_hdme
     from hdme_focus.instrument.devices import open_instrument
-    from hdme_focus.instrument.hybrid import autofocus_hybrid
+    from hdme_focus.instrument.focus_request import FocusRequest, run_focus
     from hdme_focus.instrument.prior import state_path
-    from hdme_focus.instrument.search import SearchOptions, autofocus_brent, autofocus_sweep
     from hdme_focus.instrument.session import AutofocusRefused, AutofocusResult
 
     cfg = get_config(config)
-    if max_tries < 1:
-        raise UserError(f"--max-tries {max_tries}: must be at least 1")
-    if max_tries > 1 and refine and method is Method.hdme:
-        raise UserError(
-            f"--max-tries {max_tries}: the retries belong to the single jump; pass --no-refine "
-            "(the default refinement already checks the landing with the focus measure)"
-        )
-    if margin is not None and margin < 0:
-        raise UserError(f"--margin-px {margin}: must be >= 0")
-    if span is not None and not (math.isfinite(span) and span > 0):
-        raise UserError(f"--span {span}: must be a positive distance in mm")
-    if prior_uncertainty is not None and not (
-        math.isfinite(prior_uncertainty) and prior_uncertainty > 0
-    ):
-        raise UserError(
-            f"--prior-uncertainty {prior_uncertainty}: must be a positive distance in mm"
-        )
+    request = FocusRequest(
+        method=method.value,
+        direction=direction.value,
+        verify=verify,
+        refine=refine,
+        max_tries=max_tries,
+        global_calibration=global_calibration,
+        prior_uncertainty_mm=prior_uncertainty,
+        margin_px=margin,
+        span_mm=span,
+        widen=widen,
+    )
+    request.check(_CLI_SPELLING)
     region = parse_roi(roi)
     if cfg.camera.driver != "replay":
         region.check_inside(cfg.camera.width_px, cfg.camera.height_px)
@@ -273,38 +278,14 @@ def autofocus_cmd(
     result: AutofocusResult
     with open_instrument(cfg) as inst:
         try:
-            if hdme is not None:
-                cal, est = hdme
-                chroma = None
-                if direction is Direction.chroma:
-                    from hdme_focus.instrument.chroma_direction import load_or_calibrate_chroma
-
-                    cal_path = calibration or default_calibration_path(cfg)
-                    chroma = load_or_calibrate_chroma(cal_path, cal)
-                opts = HdmeOptions(
-                    strategy=direction.value,
-                    verify=verify,
-                    max_tries=max_tries,
-                    prior_uncertainty_mm=prior_uncertainty,
-                    state_file=state_path(cfg.paths.output_dir),
-                    margin_px=margin,
-                    global_calibration=global_calibration,
-                    chroma=chroma,
+            cal_path = calibration or default_calibration_path(cfg)
+            result = run_focus(
+                inst, region, request, hdme, state_path(cfg.paths.output_dir), cal_path
+            )
+            if verify and method is not Method.hdme:
+                console.print(
+                    "note: --verify applies to --method hdme", style="yellow", highlight=False
                 )
-                if refine:
-                    result = autofocus_hybrid(inst, region, est, cal, opts)
-                else:
-                    result = autofocus_hdme(inst, region, est, cal, opts)
-            else:
-                here = inst.stage.position_mm()
-                rng = None if span is None else (here - span / 2, here + span / 2)
-                search = SearchOptions(range_mm=rng, widen=widen)
-                fn = autofocus_brent if method is Method.brent else autofocus_sweep
-                result = fn(inst, region, search)
-                if verify:
-                    console.print(
-                        "note: --verify applies to --method hdme", style="yellow", highlight=False
-                    )
         except AutofocusRefused as exc:
             if as_json and exc.result is not None:
                 console.print_json(json.dumps(exc.result.to_json()))

@@ -167,6 +167,7 @@ class RoiSigma:
     textured_fraction: float
     saturated_fraction: float
     mean_confidence: float | None = None  # the estimator's own, over the ROI, when given
+    contrast: float = float("nan")  # median local std (full scale) of the pixels used
 
     @property
     def confidence(self) -> float:
@@ -205,7 +206,8 @@ def roi_sigma(
     if sig.size == 0:
         raise ImageInputError(f"ROI {roi} is empty")
     sat = saturation_mask(g)
-    use = texture_mask(g) & ~sat & np.isfinite(sig)
+    spread = local_std(g)
+    use = (spread > TEXTURE_STD) & ~sat & np.isfinite(sig)
     mean_conf = None
     if conf is not None:
         use &= conf >= min_confidence
@@ -216,4 +218,5 @@ def roi_sigma(
     vals = sig[use]
     med = float(np.median(vals))
     mad = float(np.median(np.abs(vals - med)) * 1.4826)
-    return RoiSigma(med, mad, frac, float(sat.mean()), mean_conf)
+    contrast = float(np.median(spread[use]))
+    return RoiSigma(med, mad, frac, float(sat.mean()), mean_conf, contrast)

@@ -160,12 +160,13 @@ def load_source_images(
 # a seeded generator and returns float32 in [0, 1].
 
 SUPERSAMPLE = 4
-ProceduralFamily = Literal["dead_leaves", "power_law", "lines_text", "fluorescence"]
+ProceduralFamily = Literal["dead_leaves", "power_law", "lines_text", "fluorescence", "blank"]
 PROCEDURAL_FAMILIES: tuple[ProceduralFamily, ...] = (
     "dead_leaves",
     "power_law",
     "lines_text",
     "fluorescence",
+    "blank",
 )
 
 
@@ -295,9 +296,28 @@ def fluorescence(size_px: int, rng: np.random.Generator) -> F32:
     return out
 
 
+def blank(size_px: int, rng: np.random.Generator) -> F32:
+    """A featureless field: uneven illumination only (a tilt and a vignette, no edges).
+
+    Its blur cannot be read, so whatever sigma map it is rendered with is a target
+    the network cannot predict: it teaches the error-scale head to report a large
+    error there (an empty slide, bare wafer, a lens cap), not a confident guess.
+    (Layered sigma maps composite several such fields: their occlusion borders are
+    faint edges, whose blur is readable, as a bare wafer's edge is.)
+    """
+    t = np.linspace(-1.0, 1.0, size_px, dtype=np.float64)
+    yy, xx = np.meshgrid(t, t, indexing="ij")
+    gx, gy, vig = rng.normal(0, 1), rng.normal(0, 1), rng.uniform(-1, 1)
+    return _unit(gx * xx + gy * yy + vig * (xx * xx + yy * yy) + 1e-3 * xx)
+
+
+# Families whose contrast span is scaled down further (they carry no structure to show)
+FEATURELESS_FAMILIES: tuple[ProceduralFamily, ...] = ("blank",)
+
 PROCEDURAL: dict[ProceduralFamily, Callable[[int, np.random.Generator], F32]] = {
     "dead_leaves": dead_leaves,
     "power_law": power_law,
     "lines_text": lines_text,
     "fluorescence": fluorescence,
+    "blank": blank,
 }

@@ -42,7 +42,12 @@ from torch.utils.data import Dataset
 
 from hdme_focus import render
 from hdme_focus.estimation import camera_effects as cam
-from hdme_focus.estimation.sources import PROCEDURAL, PROCEDURAL_FAMILIES, area_downscale
+from hdme_focus.estimation.sources import (
+    FEATURELESS_FAMILIES,
+    PROCEDURAL,
+    PROCEDURAL_FAMILIES,
+    area_downscale,
+)
 
 F32 = NDArray[np.float32]
 MapKind = Literal["rectangles", "smooth", "layered", "constant"]
@@ -208,6 +213,7 @@ class SourceWeights(BaseModel):
     power_law: float = Field(default=0.0, ge=0)
     lines_text: float = Field(default=0.0, ge=0)
     fluorescence: float = Field(default=0.0, ge=0)
+    blank: float = Field(default=0.0, ge=0)  # featureless fields (see sources.blank)
 
     @model_validator(mode="after")
     def _some_weight(self) -> SourceWeights:
@@ -311,7 +317,7 @@ def _texture(
         crop = area_downscale(_random_crop(source, size_px * k, rng), k)
     else:
         crop = _random_crop(source, size_px, rng)
-    if shuffle:
+    if shuffle and family not in FEATURELESS_FAMILIES:  # shuffling would make it texture
         crop = shuffle_pixels(crop, rng, recipe.shuffle_mode)
     lo, hi = float(crop.min()), float(crop.max())
     if recipe.contrast_log_uniform:
@@ -319,6 +325,8 @@ def _texture(
         span = float(np.exp(rng.uniform(np.log(c_lo), np.log(c_hi))))
     else:
         span = rng.uniform(*recipe.contrast)
+    if family in FEATURELESS_FAMILIES:  # illumination unevenness: at most a few % of range
+        span *= rng.uniform(0.0, 0.2)
     if family == "fluorescence":  # dark background stays dark
         offset = rng.uniform(0.0, min(0.1, 1.0 - span))
     else:

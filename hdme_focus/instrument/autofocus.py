@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from hdme_focus.calibration.model import (
+    GLOBAL_REGION,
     Calibration,
     CoarseFit,
     RoiCalibration,
@@ -297,6 +298,8 @@ def autofocus_hdme(
                 scale = coarse.downscale
                 stats = estimate_roi(frame, roi, estimator, opts.margin_px, scale)
             why = _check_estimate(stats, scale, estimator, opts.thresholds)
+            if why is None and roi_cal.name == GLOBAL_REGION:
+                why = calibration.texture_outside(stats.sigma_px, stats.contrast)
             pos = safe.position_mm()
             # the coarse curve's vertex may sit slightly off the fine one: report focus
             # relative to the fine z0, the more precise of the two

@@ -120,6 +120,35 @@ def _roi_sigmas(
     return out
 
 
+def sweep_contrasts(record: SweepRecord) -> dict[str, NDArray[np.float64]]:
+    """Per-ROI median local contrast of every frame (`RoiSigma.contrast`; no estimator)."""
+    out = {n: np.full(len(record), np.nan) for n in record.rois}
+    for i in range(len(record)):
+        frame = record.read_frame(i)
+        gray = to_gray_float(frame.image, frame.bit_depth)
+        blank = np.zeros(gray.shape, dtype=np.float32)
+        for n, roi in record.rois.items():
+            out[n][i] = roi_sigma(blank, gray, roi.as_tuple()).contrast
+    return out
+
+
+def _with_contrast_curves(
+    calibration: Calibration,
+    sigmas: Mapping[str, NDArray[np.float64]],
+    contrasts: Mapping[str, NDArray[np.float64]],
+) -> Calibration:
+    """Each region's (blur, contrast) along its sweep: what `texture_outside` compares with."""
+    rois = []
+    for r in calibration.rois:
+        pairs = [
+            (round(float(s), 4), float(f"{c:.4g}"))
+            for s, c in zip(sigmas.get(r.name, ()), contrasts.get(r.name, ()), strict=True)
+            if math.isfinite(s) and math.isfinite(c) and c > 0
+        ]
+        rois.append(r.model_copy(update={"contrast_curve": pairs or None}))
+    return calibration.model_copy(update={"rois": rois})
+
+
 def coarse_sigmas(
     record: SweepRecord,
     estimator: DefocusEstimator,
@@ -242,6 +271,7 @@ def calibrate_sweep(
             for n, r in rejected.items()
         ],
     )
+    calibration = _with_contrast_curves(calibration, sigmas, sweep_contrasts(record))
     return CalibrationRun(
         calibration, record, sigmas, fits, rejected, coarse, wanted, assessments, reused
     )

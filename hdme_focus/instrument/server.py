@@ -42,9 +42,9 @@ from hdme_focus.calibration.model import Calibration
 from hdme_focus.core.errors import EXIT_NOT_IN_FOCUS, EXIT_USAGE, HdmeError, UsageError
 from hdme_focus.core.roi import Roi, parse_roi
 from hdme_focus.estimation.base import DefocusEstimator
-from hdme_focus.instrument.autofocus import STRATEGIES, HdmeOptions, autofocus_hdme, estimate_roi
+from hdme_focus.instrument.autofocus import estimate_roi
 from hdme_focus.instrument.devices import Instrument
-from hdme_focus.instrument.session import AutofocusRefused, AutofocusResult
+from hdme_focus.instrument.session import AutofocusRefused
 
 EXIT_INTERNAL = 1  # a bug, not the user's input: the reply says so and the server goes on
 MAX_LINE_BYTES = 1 << 20  # a request longer than this is not one of ours
@@ -75,6 +75,7 @@ class AutofocusRequest(_Request):
     margin_px: int | None = None
     span_mm: float | None = None
     widen: bool = False
+    global_calibration: bool = False  # as `autofocus --global-calibration`
     calibration: str | None = None
     estimator: str | None = None
 
@@ -205,48 +206,17 @@ class FocusServer:
         return region
 
     def _autofocus(self, req: AutofocusRequest) -> dict[str, Any]:
-        from hdme_focus.instrument.hybrid import autofocus_hybrid
-        from hdme_focus.instrument.search import SearchOptions, autofocus_brent, autofocus_sweep
+        from hdme_focus.instrument.focus_request import NO_REFINE, FocusRequest, run_focus
 
-        if req.direction not in STRATEGIES:
-            raise UsageError(f"direction {req.direction!r}: choose one of {', '.join(STRATEGIES)}")
-        if req.max_tries < 1:
-            raise UsageError(f"max_tries {req.max_tries}: must be at least 1")
-        if req.max_tries > 1 and req.refine and req.method == "hdme":
-            raise UsageError(
-                f"max_tries {req.max_tries}: the retries belong to the single jump; "
-                "send refine: false (the refinement already checks the landing)"
-            )
-        if req.margin_px is not None and req.margin_px < 0:
-            raise UsageError(f"margin_px {req.margin_px}: must be >= 0")
-        for what, v in (
-            ("span_mm", req.span_mm),
-            ("prior_uncertainty_mm", req.prior_uncertainty_mm),
-        ):
-            if v is not None and not (math.isfinite(v) and v > 0):
-                raise UsageError(f"{what} {v}: must be a positive distance in mm")
+        request = FocusRequest(**req.model_dump(exclude={"op", "roi", "calibration", "estimator"}))
+        request.check({NO_REFINE: "refine: false"})
         region = self._region(req.roi)
-        result: AutofocusResult
+        hdme = None
         if req.method == "hdme":
             est = self.estimator(req.estimator)
-            cal = self.calibration(req.calibration, est)
-            opts = HdmeOptions(
-                strategy=req.direction,  # type: ignore[arg-type]  # checked against STRATEGIES
-                verify=req.verify,
-                max_tries=req.max_tries,
-                prior_uncertainty_mm=req.prior_uncertainty_mm,
-                state_file=self.state_file,
-                margin_px=req.margin_px,
-            )
-            run_hdme = autofocus_hybrid if req.refine else autofocus_hdme
-            result = run_hdme(self.instrument, region, est, cal, opts)
-        else:
-            here = self.instrument.stage.position_mm()
-            span = req.span_mm
-            window = None if span is None else (here - span / 2, here + span / 2)
-            search = SearchOptions(range_mm=window, widen=req.widen)
-            run = autofocus_brent if req.method == "brent" else autofocus_sweep
-            result = run(self.instrument, region, search)
+            hdme = (self.calibration(req.calibration, est), est)
+        source = Path(req.calibration) if req.calibration is not None else self.default_calibration
+        result = run_focus(self.instrument, region, request, hdme, self.state_file, source)
         code = EXIT_NOT_IN_FOCUS if result.in_focus is False else 0
         return {
             "ok": True,

@@ -286,6 +286,28 @@ def test_calibrating_a_simulator_sweep_finds_each_regions_focus(
     assert run.calibration.frame_size_px == (160, 120)
 
 
+def test_calibration_records_the_textures_it_saw(
+    oracle_sweep: tuple[Path, InstrumentConfig],
+) -> None:
+    """Each region's (blur, contrast) along the sweep: contrast falls as blur grows, and a
+    region's own contrast at its own blur is covered while one 10x lower is not."""
+    sweep_dir, _ = oracle_sweep
+    cal = calibrate_sweep(sweep_dir).calibration
+    for r in cal.rois:
+        assert r.contrast_curve is not None and len(r.contrast_curve) >= 5, r.name
+        s, c = np.asarray(r.contrast_curve).T
+        assert c[np.argmin(s)] > c[np.argmax(s)], r.name  # sharp frames have more contrast
+    curve = cal.rois[0].contrast_curve or []
+    sigma, contrast = curve[len(curve) // 2]
+    assert cal.texture_outside(sigma, contrast) is None
+    weakest = min(
+        float(np.interp(sigma, *np.asarray(sorted(r.contrast_curve or [])).T)) for r in cal.rois
+    )
+    assert cal.texture_outside(sigma, weakest / 10) is not None
+    stored = Calibration.model_validate_json(cal.model_dump_json())
+    assert stored.rois[0].contrast_curve == cal.rois[0].contrast_curve
+
+
 def _write_config(tmp_path: Path, cfg: InstrumentConfig) -> Path:
     path = tmp_path / "instrument.toml"
     path.write_text(to_toml(cfg))

@@ -299,6 +299,7 @@ from hdme_focus.estimation import camera_effects as cam  # noqa: E402
 from hdme_focus.estimation.sources import (  # noqa: E402
     EVAL_MICROSCOPY,
     EVAL_PHOTOS,
+    FEATURELESS_FAMILIES,
     PROCEDURAL,
     area_downscale,
 )
@@ -314,7 +315,7 @@ def _gradient_loss(img: F32, sigma_px: float) -> float:
     return 1.0 - e1 / max(e0, 1e-20)
 
 
-@pytest.mark.parametrize("family", sorted(PROCEDURAL))
+@pytest.mark.parametrize("family", sorted(set(PROCEDURAL) - set(FEATURELESS_FAMILIES)))
 def test_procedural_sources_are_sharp_seeded_and_in_range(family: str) -> None:
     make = PROCEDURAL[family]  # type: ignore[index]
     a = make(96, np.random.default_rng(5))
@@ -344,7 +345,7 @@ def _physical(**kw: Any) -> SynthesisRecipe:
     return SynthesisRecipe(
         psf="physical",
         sources=SourceWeights(photos=0.2, dead_leaves=0.2, power_law=0.2, lines_text=0.2,
-                              fluorescence=0.2),
+                              fluorescence=0.2, blank=0.1),
         natural_downscale=3,
         contrast=(0.02, 1.0),
         contrast_log_uniform=True,
@@ -360,6 +361,20 @@ def test_default_recipe_draws_no_family_and_physical_recipe_draws_them_all() -> 
         for i in range(40)
     }
     assert seen == {"photos", *PROCEDURAL}
+
+
+def test_blank_samples_stay_featureless_even_when_shuffling_is_drawn() -> None:
+    """The featureless family teaches "no blur can be read here": shuffling its gentle
+    illumination gradient would turn it into a sharp texture with a readable blur."""
+    recipe = only(  # layered maps composite several fields: their occlusion edges are features
+        "rectangles", sources=SourceWeights(photos=0.0, blank=1.0), shuffle_fraction=1.0, **CLEAN
+    )
+    for i in range(8):
+        img, _, info = make_sample_with_info(CAMERA, np.random.default_rng(i), 48, recipe)
+        assert info["family"] == "blank" and info["shuffled"]
+        # a further 3 px blur changes nothing: there is no blur to read
+        reblurred = ndimage.gaussian_filter(img.astype(np.float64), 3.0, mode="nearest")
+        assert float(np.abs(img - reblurred)[8:-8, 8:-8].max()) < 0.005
 
 
 def test_widefield_labels_are_the_kernels_own_second_moment() -> None:

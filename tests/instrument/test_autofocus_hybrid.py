@@ -19,7 +19,9 @@ from hdme_focus.config import (
     InstrumentConfig,
     SimStageConfig,
 )
+from hdme_focus.core.frame import to_gray_float
 from hdme_focus.core.roi import Roi
+from hdme_focus.estimation.base import roi_sigma
 from hdme_focus.instrument.autofocus import HdmeOptions, Thresholds, autofocus_hdme
 from hdme_focus.instrument.devices import Instrument, open_instrument
 from hdme_focus.instrument.hybrid import PeakFit, RefineOptions, autofocus_hybrid, fit_peak
@@ -98,8 +100,26 @@ def test_hybrid_lands_within_half_a_dof_where_the_jump_misses(
     assert result.direction is not None and result.direction.endswith("+refined")
     assert result.refine is not None and result.refine["outcome"] == "refined"
     assert 3 <= result.captures <= 5 and result.moves == inst.stage.moves
-    reads = [m for m in result.measurements if "log_measure" in m]
+    reads = [
+        m
+        for m in result.measurements
+        if "log_measure" in m and m["position_mm"] != result.start_mm  # the start's is free
+    ]
     assert len(reads) == result.captures - 1  # every capture after the jump's first
+
+
+@pytest.mark.parametrize("offset_dof", [-9.0, -6.0, 6.0, 9.0])
+def test_a_good_jump_from_far_is_refined_in_three_captures(
+    inst: Instrument, cal: Calibration, offset_dof: float
+) -> None:
+    """The start frame, however far (within the model's range), is the third reading: one
+    capture for the jump and two beside the landing, no read at the landing itself."""
+    roi, z0 = _region(inst, "D")
+    dof = cal.for_roi(roi.as_tuple())[0].dof_mm
+    _go(inst, z0 + offset_dof * dof)
+    result = autofocus_hybrid(inst, roi, _scaled(inst, roi, 1.0), cal, HdmeOptions("prior"))
+    assert abs(result.final_mm - z0) <= 0.5 * dof, json.dumps(result.to_json())
+    assert result.captures == 3, json.dumps(result.to_json())
 
 
 def test_hybrid_on_the_flat_bottom_of_the_v(inst: Instrument) -> None:
@@ -241,6 +261,51 @@ def test_a_region_the_calibration_never_saw_uses_the_global_one_and_says_so(
     )
     assert "global calibration" in result.summary_line()
     assert abs(result.final_mm - z0) <= 0.5 * dof, json.dumps(result.to_json())
+
+
+def _seen_contrast(
+    inst: Instrument, cal: Calibration, gain: float, est: OracleEstimator
+) -> Calibration:
+    """The calibration with each region's (blur, contrast) curve from frames along its V,
+    the contrast multiplied by `gain` (gain 20: every calibrated texture 20x stronger)."""
+    rois = []
+    for r in cal.rois:
+        assert r.roi is not None
+        pairs = []
+        for off_dof in np.linspace(-8, 8, 9):
+            _go(inst, r.z0_mm + off_dof * r.dof_mm)
+            frame = inst.camera.capture()
+            gray = to_gray_float(frame.image, frame.bit_depth)
+            stats = roi_sigma(est.predict(frame.image, frame.bit_depth), gray, r.roi)
+            pairs.append((stats.sigma_px, stats.contrast * gain))
+        rois.append(r.model_copy(update={"contrast_curve": pairs}))
+    return cal.model_copy(update={"rois": rois})
+
+
+@pytest.mark.parametrize("gain", [1.0, 20.0])
+def test_a_region_whose_texture_the_calibration_never_saw_is_refused(
+    inst: Instrument, gain: float
+) -> None:
+    """Read with the global calibration, a region is focused when calibrated regions had a
+    texture like it (gain 1: the same scene) and refused when every calibrated texture had
+    20x its contrast: the jump does not move, the hybrid searches instead of trusting it."""
+    roi, z0 = _region(inst, "D")
+    est = _scaled(inst, roi, 1.0)
+    cal = _seen_contrast(inst, truth_calibration(inst, ["H", "M"]), gain, est)
+    dof = cal.for_roi(None)[0].dof_mm
+    _go(inst, z0 + 4 * dof)
+    if gain == 1.0:
+        result = autofocus_hdme(inst, roi, est, cal, HdmeOptions("prior"))
+        assert result.moves == 1 and result.calibration_region == "all-regions"
+        return
+    with pytest.raises(AutofocusRefused, match="outside what the calibration covers") as exc:
+        autofocus_hdme(inst, roi, est, cal, HdmeOptions("prior"))
+    assert exc.value.result is not None and exc.value.result.moves == 0
+    _go(inst, z0 + 4 * dof)
+    result = autofocus_hybrid(inst, roi, est, cal, HdmeOptions("prior"))
+    assert result.refine is not None and result.refine["outcome"] == "brent"
+    assert "outside what the calibration covers" in result.refine["first_reading_refused"]
+    assert abs(result.final_mm - z0) <= 0.5 * dof
 
 
 def test_global_calibration_on_request_ignores_the_region_fit(

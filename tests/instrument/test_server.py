@@ -92,6 +92,16 @@ def test_an_autofocus_request_refines_by_default_as_the_command_does(
     assert jump["result"]["refine"] is None
     retries = server.handle({"op": "autofocus", "roi": roi, "max_tries": 2})
     assert not retries["ok"] and retries["exit_code"] == 2, retries
+    assert "max_tries 2" in retries["error"] and "refine: false" in retries["error"]
+
+
+def test_an_autofocus_request_takes_the_global_calibration_as_the_command_does(
+    served: tuple[FocusServer, list[str | None], str, float],
+) -> None:
+    server, _, roi, _ = served
+    reply = server.handle({"op": "autofocus", "roi": roi, "global_calibration": True})
+    assert reply["ok"], reply
+    assert reply["result"]["calibration_region"] == "all-regions"
 
 
 def test_a_new_calibration_file_is_loaded_again(
