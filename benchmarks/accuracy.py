@@ -37,8 +37,7 @@ from hdme_focus.core.errors import UsageError
 from hdme_focus.core.frame import F32
 from hdme_focus.estimation import eval_render as er
 from hdme_focus.estimation import real_sets
-from hdme_focus.estimation.base import DefocusEstimate, DefocusEstimator
-from hdme_focus.estimation.estimator import LAPLACE_68
+from hdme_focus.estimation.base import LAPLACE_68, DefocusEstimate, DefocusEstimator
 from hdme_focus.estimation.sources import EVAL_MICROSCOPY, EVAL_PHOTOS, _load_skimage
 
 SEED = 20_261_201
@@ -69,14 +68,9 @@ def create(name: str, device: str) -> DefocusEstimator | str:
         return str(exc)
 
 
-def scale_px(est: DefocusEstimator, estimate: DefocusEstimate) -> F32 | None:
+def scale_px(estimate: DefocusEstimate) -> F32 | None:
     """The Laplace error scale behind a learned confidence; None for heuristic confidences."""
-    config = getattr(getattr(est, "model", None), "config", None)
-    if not getattr(config, "uncertainty", False):
-        return None
-    from hdme_focus.estimation.estimator import scale_from_confidence
-
-    return scale_from_confidence(estimate.confidence, estimate.sigma_px)
+    return estimate.scale_px
 
 
 # --------------------------------------------------------------------------- synthetic set
@@ -155,7 +149,7 @@ def score_synthetic(
         confs.append(out.confidence[use])
         if (~s.textured).any():
             flat_conf.append(float(out.confidence[~s.textured].mean()))
-        b = scale_px(est, out)
+        b = scale_px(out)
         if b is not None:
             inside.append(np.abs(errs[-1]) <= LAPLACE_68 * b[use])
         for lst, v in ((fams, s.family), (psfs, s.psf), (noises, s.noise)):

@@ -380,12 +380,14 @@ def demo_cmd(
             overwrite=overwrite,
             progress=progress,
         )
-    stats = result.summary["autofocus"]["by_method"].get("hdme", {})
-    if stats:
-        console.print(
-            f"hdme autofocus: {stats['in_focus_rate']:.0%} of {stats['trials']} trials in focus, "
-            f"median {stats['median_captures']:.0f} capture(s), {stats['median_moves']:.0f} "
-            f"move(s)",
-            highlight=False,
-        )
+    by_method = result.summary["autofocus"]["by_method"]
+    for method, label in (("hybrid", "autofocus (default, refined)"), ("hdme", "single jump")):
+        stats = by_method.get(method, {})
+        if stats:
+            console.print(
+                f"{label}: {stats['in_focus_rate']:.0%} of {stats['trials']} trials in focus, "
+                f"median {stats['median_captures']:.0f} capture(s), "
+                f"{stats['median_moves']:.0f} move(s)",
+                highlight=False,
+            )
     console.print(f"report: {result.report}", highlight=False)

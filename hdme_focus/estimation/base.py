@@ -25,10 +25,45 @@ TEXTURE_STD = 0.01  # local std (full scale) at which a pixel counts as textured
 
 @dataclass(frozen=True)
 class DefocusEstimate:
-    """A sigma map (px) and how far to trust each pixel of it (0 = not at all, 1 = fully)."""
+    """A sigma map (px) and how far to trust each pixel of it (0 = not at all, 1 = fully).
+
+    `scale_px`: the learned Laplace error scale b (px) behind `confidence`, for
+    estimators that predict their own error; None where the confidence is the
+    texture heuristic. Callers trust a learned confidence in place of the
+    heuristic (ROI statistics, autofocus refusal, the depth mask).
+    """
 
     sigma_px: F32
     confidence: F32
+    scale_px: F32 | None = None
+
+    @property
+    def learned(self) -> bool:
+        return self.scale_px is not None
+
+
+# A learned error scale b becomes a confidence: the share of a know-nothing reading's error
+# that the reading removes. Guessing the middle of a uniform 0..sigma_max prior errs by
+# sigma_max / 4 on average (the Laplace scale a network learns where it cannot read blur,
+# e.g. on a featureless field), so c = 1 - b / (sigma_max / 4), clipped to [0, 1].
+UNINFORMED_SHARE = 0.25
+LAPLACE_68 = 1.1394342831883648  # ln(1 / 0.32): a Laplace(b) error lies within +-1.139 b, p 0.68
+# Pixels whose learned confidence is below this carry too little to count in an ROI or a
+# depth map (b above 0.8 of the know-nothing error).
+MIN_LEARNED_CONFIDENCE = 0.2
+
+
+def confidence_from_scale(b_px: F32, sigma_max_px: float) -> F32:
+    """Learned error scale b (px) -> confidence in [0, 1] (see UNINFORMED_SHARE)."""
+    b = np.asarray(b_px, dtype=np.float32)
+    c: F32 = np.clip(1.0 - b / np.float32(UNINFORMED_SHARE * sigma_max_px), 0.0, 1.0)
+    return c.astype(np.float32)
+
+
+def scale_from_confidence(confidence: F32, sigma_max_px: float) -> F32:
+    """Inverse of `confidence_from_scale` (exact where the confidence is not clipped)."""
+    c = np.asarray(confidence, dtype=np.float32)
+    return ((1.0 - c) * np.float32(UNINFORMED_SHARE * sigma_max_px)).astype(np.float32)
 
 
 @runtime_checkable
@@ -151,11 +186,17 @@ class GrayEstimator(ABC):
         check_downscale(downscale)
         gray = to_gray_float(image, bit_depth)
         est = self.estimate_gray(shrink(gray, downscale))
-        confidence = np.clip(enlarge(est.confidence, gray.shape), 0.0, 1.0)
-        return DefocusEstimate(
-            enlarge(est.sigma_px * np.float32(downscale), gray.shape),
-            confidence.astype(np.float32),
-        )
+        k = np.float32(downscale)
+        sigma = enlarge(est.sigma_px * k, gray.shape)
+        if est.scale_px is None:
+            confidence = np.clip(enlarge(est.confidence, gray.shape), 0.0, 1.0)
+            return DefocusEstimate(sigma, confidence.astype(np.float32))
+        # a learned error is in the small frame's pixels: k times larger in the frame's own,
+        # against a range k times larger too (the confidence is the same; the scale is not)
+        scale = enlarge(est.scale_px * k, gray.shape)
+        confidence = confidence_from_scale(scale, self.sigma_max_px * downscale)
+        confidence[saturation_mask(gray)] = 0.0
+        return DefocusEstimate(sigma, confidence, scale)
 
 
 @dataclass(frozen=True)
@@ -220,3 +261,20 @@ def roi_sigma(
     mad = float(np.median(np.abs(vals - med)) * 1.4826)
     contrast = float(np.median(spread[use]))
     return RoiSigma(med, mad, frac, float(sat.mean()), mean_conf, contrast)
+
+
+def roi_reading(
+    estimate: DefocusEstimate, gray01: ArrayLike, roi: tuple[int, int, int, int] | None = None
+) -> RoiSigma:
+    """The ROI's blur as autofocus reads it: a learned confidence gates the pixels
+    (MIN_LEARNED_CONFIDENCE) and is the ROI's confidence; a heuristic one is not used
+    (the texture mask already gates, `RoiSigma.confidence` discounts the spread)."""
+    if not estimate.learned:
+        return roi_sigma(estimate.sigma_px, gray01, roi)
+    return roi_sigma(
+        estimate.sigma_px,
+        gray01,
+        roi,
+        confidence=estimate.confidence,
+        min_confidence=MIN_LEARNED_CONFIDENCE,
+    )

@@ -10,7 +10,6 @@ created by name in `registry`.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -23,6 +22,7 @@ from hdme_focus.estimation.base import (
     DefocusEstimate,
     GrayEstimator,
     check_downscale,
+    confidence_from_scale,
     enlarge,
     shrink,
 )
@@ -35,30 +35,11 @@ DEFAULT_TILE_PX = 512
 DEFAULT_OVERLAP_PX = 64
 
 
-# A learned Laplace error scale b (px) becomes a confidence in [0, 1]:
-# c = 1 / (1 + b / (B0 + REL * sigma)); 0.5 where b equals the tolerance B0 + REL * sigma.
-CONF_B0_PX = 0.3
-CONF_REL = 0.1
-LAPLACE_68 = math.log(1.0 / 0.32)  # a Laplace(b) error lies within +-1.139 b with p = 0.68
-
-
-def confidence_from_scale(b_px: F32, sigma_px: F32) -> F32:
-    tol = CONF_B0_PX + CONF_REL * np.maximum(sigma_px, 0.0)
-    return (1.0 / (1.0 + b_px / tol)).astype(np.float32)
-
-
-def scale_from_confidence(confidence: F32, sigma_px: F32) -> F32:
-    """Inverse of `confidence_from_scale`: the Laplace scale (px) a confidence stands for."""
-    c = np.clip(confidence, 1e-6, 1.0)
-    tol = CONF_B0_PX + CONF_REL * np.maximum(sigma_px, 0.0)
-    return (tol * (1.0 - c) / c).astype(np.float32)
-
-
 class HDMEEstimator(GrayEstimator):
     """HDME-Net: per-pixel sigma from the network.
 
     Confidence: from the network's own error scale when the preset has an
-    uncertainty head (`confidence_from_scale`), else `base.texture_confidence`.
+    uncertainty head (`base.confidence_from_scale`), else `base.texture_confidence`.
     """
 
     def __init__(
@@ -93,9 +74,10 @@ class HDMEEstimator(GrayEstimator):
             return super().estimate_gray(gray01)
         out = self._predict_stack(gray01[None])[0]
         sigma = np.asarray(out[0], dtype=np.float32)
-        conf = confidence_from_scale(np.exp(out[1]).astype(np.float32), sigma)
+        scale = np.exp(out[1]).astype(np.float32)
+        conf = confidence_from_scale(scale, self.sigma_max_px)
         conf[saturation_mask(gray01)] = 0.0
-        return DefocusEstimate(sigma, conf)
+        return DefocusEstimate(sigma, conf, scale)
 
     def predict_batch(
         self, images: Sequence[ArrayLike], bit_depth: int | None = None, *, downscale: float = 1.0

@@ -31,7 +31,7 @@ import numpy as np
 from scipy import stats
 
 from hdme_focus.core.frame import F32, to_gray_float
-from hdme_focus.estimation.base import DefocusEstimate, RoiSigma, roi_sigma
+from hdme_focus.estimation.base import DefocusEstimate, RoiSigma, roi_reading, roi_sigma
 
 PCB_DIR = "pcb-focus-sweep"
 FLAKE_DIR = "flake-defocus"
@@ -144,7 +144,7 @@ def read_flake(
         est = estimate_fn(g)
         x, y, w, h = FLAKE_ROI
         flake = float(np.median(est.sigma_px[y : y + h, x : x + w]))
-        reading = roi_sigma(est.sigma_px, g, confidence=est.confidence)
+        reading = roi_reading(est, g)
         out.append(FlakeFrame(tile, defocus, reading, flake))
     return out
 

@@ -149,7 +149,7 @@ class RefinedEstimator:
             iterations=self.iterations,
             confidence=raw.confidence,
         )
-        return DefocusEstimate(sigma, raw.confidence)
+        return DefocusEstimate(sigma, raw.confidence, raw.scale_px)
 
     def predict(
         self, image: ArrayLike, bit_depth: int | None = None, *, downscale: float = 1.0

@@ -52,7 +52,7 @@ from hdme_focus.calibration.model import (
 )
 from hdme_focus.core.frame import Frame, to_gray_float
 from hdme_focus.core.roi import Roi
-from hdme_focus.estimation.base import DefocusEstimator, RoiSigma, roi_sigma
+from hdme_focus.estimation.base import DefocusEstimator, RoiSigma, roi_reading
 from hdme_focus.instrument.devices import Instrument
 from hdme_focus.instrument.prior import Prior, choose_prior, load_state, save_focus
 from hdme_focus.instrument.session import AutofocusRefused, AutofocusResult, Session
@@ -116,8 +116,8 @@ def estimate_roi(
     crop = frame.image[y0:y1, x0:x1]
     gray = to_gray_float(crop, frame.bit_depth)
     inner = (roi.x - x0, roi.y - y0, roi.w, roi.h)
-    sigma_map = estimator.predict(gray, downscale=downscale)  # gray already: no second conversion
-    return roi_sigma(sigma_map, gray, inner)
+    estimate = estimator.estimate(gray, downscale=downscale)  # gray already: no 2nd conversion
+    return roi_reading(estimate, gray, inner)
 
 
 def _wants_coarse(sigma_px: float, roi_cal: RoiCalibration, estimator: DefocusEstimator) -> bool:
@@ -146,6 +146,12 @@ def _check_estimate(
         return (
             f"{stats.saturated_fraction:.0%} of the ROI is saturated; reduce camera.exposure_ms "
             "or gain, or choose another ROI"
+        )
+    if not math.isfinite(stats.sigma_px) and stats.mean_confidence is not None:
+        return (
+            f"the estimator cannot read blur in the ROI: its own confidence is too low "
+            f"(mean {stats.mean_confidence:.2f}, {stats.textured_fraction:.0%} of pixels "
+            "usable); the region has too little structure, choose a textured region"
         )
     if not math.isfinite(stats.sigma_px):
         return (

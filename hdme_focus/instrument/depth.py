@@ -30,7 +30,7 @@ from hdme_focus.calibration.fit import Side, focus_position_map_mm, object_dista
 from hdme_focus.calibration.model import Calibration
 from hdme_focus.core.atomic import atomic_write, write_figure_atomic
 from hdme_focus.core.frame import Frame, saturation_mask, to_gray_float
-from hdme_focus.estimation.base import DefocusEstimator, texture_mask
+from hdme_focus.estimation.base import MIN_LEARNED_CONFIDENCE, DefocusEstimator, texture_mask
 from hdme_focus.instrument.devices import Instrument
 
 F32 = NDArray[np.float32]
@@ -90,7 +90,8 @@ def depth_from_frame(
     if not math.isfinite(z):
         raise ValueError("the frame carries no stage position; pass position_mm")
     gray = to_gray_float(frame.image, frame.bit_depth)
-    sigma = np.asarray(estimator.predict(frame.image, frame.bit_depth), dtype=np.float32)
+    estimate = estimator.estimate(frame.image, frame.bit_depth)
+    sigma = np.asarray(estimate.sigma_px, dtype=np.float32)
     sigma0 = calibration.sigma0_px
     k: NDArray[np.float64] | float = calibration.k_px_per_mm
     for _ in range(3):  # k depends (weakly) on where the pixel focuses; fixed point
@@ -100,6 +101,8 @@ def depth_from_frame(
     with np.errstate(divide="ignore", invalid="ignore"):
         u = object_distance_now_mm(calibration.lens(), focus, z)
     confident = texture_mask(gray) & ~saturation_mask(gray) & np.isfinite(sigma)
+    if estimate.learned:  # the estimator's own error scale: pixels it cannot read are out
+        confident &= estimate.confidence >= MIN_LEARNED_CONFIDENCE
     confident &= sigma < RANGE_FRACTION * estimator.sigma_max_px
     confident &= np.isfinite(u) & (u > 0)
     u_masked = np.where(confident, u, np.nan)

@@ -3,17 +3,21 @@ per-pixel confidence, calibrated through a Laplace error scale, used by ROI stat
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 import torch
 
-from hdme_focus.estimation.base import roi_sigma
-from hdme_focus.estimation.estimator import (
+from hdme_focus.core.frame import saturation_mask
+from hdme_focus.estimation.base import (
     LAPLACE_68,
-    HDMEEstimator,
+    MIN_LEARNED_CONFIDENCE,
     confidence_from_scale,
+    roi_reading,
+    roi_sigma,
     scale_from_confidence,
 )
+from hdme_focus.estimation.estimator import HDMEEstimator
 from hdme_focus.estimation.model import build_model, local_contrast_normalize, standardize
 from hdme_focus.estimation.train import TrainRecipe, loss_fn
 
@@ -42,11 +46,12 @@ def test_a_featureless_frame_stays_at_noise_level_instead_of_unit_variance() -> 
 
 
 def test_confidence_and_error_scale_are_inverse() -> None:
-    b = np.array([0.05, 0.3, 1.0, 5.0], np.float32)
-    sigma = np.array([0.5, 2.0, 4.0, 9.0], np.float32)
-    np.testing.assert_allclose(scale_from_confidence(confidence_from_scale(b, sigma), sigma), b,
+    b = np.array([0.05, 0.3, 1.0, 2.0], np.float32)
+    np.testing.assert_allclose(scale_from_confidence(confidence_from_scale(b, 10.0), 10.0), b,
                                rtol=1e-4)  # fmt: skip
-    assert np.all(np.diff(confidence_from_scale(b, np.full(4, 2.0, np.float32))) < 0)
+    assert np.all(np.diff(confidence_from_scale(b, 10.0)) < 0)
+    # the know-nothing error (sigma_max / 4: guessing the middle of the range) is no confidence
+    assert float(confidence_from_scale(np.float32([2.5, 4.0]), 10.0).max()) == 0.0
     assert pytest.approx(1.1394, abs=1e-3) == LAPLACE_68  # P(|e| < 1.139 b) = 0.68
 
 
@@ -78,3 +83,37 @@ def test_estimate_gives_the_learned_confidence_and_roi_sigma_uses_it() -> None:
     unsure = roi_sigma(out.sigma_px, frame, confidence=np.zeros_like(frame))
     assert np.isfinite(sure.sigma_px) and sure.confidence == 1.0
     assert not np.isfinite(unsure.sigma_px) and unsure.confidence == 0.0  # refused
+    assert out.learned and out.scale_px is not None
+    unclipped = ~saturation_mask(frame)  # saturated pixels have no confidence at all
+    np.testing.assert_allclose(
+        out.confidence[unclipped], confidence_from_scale(out.scale_px, 10.0)[unclipped]
+    )
+    assert not out.confidence[~unclipped].any()
+
+
+def test_a_downscaled_reading_keeps_its_confidence_and_scales_its_error() -> None:
+    """At 1/k size the network errs by b small-frame pixels: k b in the frame's own, against
+    a range k times larger, so the confidence of the same reading is unchanged."""
+    est = HDMEEstimator(build_model("hdme-lite-conf"), sigma_max_px=10.0, device="cpu")
+    frame = np.random.default_rng(1).random((96, 128)).astype(np.float32)
+    small = est.estimate_gray(cv2.resize(frame, (64, 48), interpolation=cv2.INTER_AREA))
+    down = est.estimate(frame, downscale=2.0)
+    assert small.scale_px is not None and down.scale_px is not None
+    assert float(np.median(down.scale_px)) == pytest.approx(
+        2.0 * float(np.median(small.scale_px)), rel=0.05
+    )
+    assert float(np.median(down.confidence)) == pytest.approx(
+        float(np.median(small.confidence)), abs=0.02
+    )
+
+
+def test_roi_reading_gates_by_a_learned_confidence_and_not_by_a_heuristic_one() -> None:
+    from hdme_focus.estimation.base import DefocusEstimate
+
+    frame = np.random.default_rng(2).random((32, 32)).astype(np.float32)  # all textured
+    sigma = np.full(frame.shape, 2.0, np.float32)
+    low = np.full(frame.shape, MIN_LEARNED_CONFIDENCE / 2, np.float32)
+    learned = DefocusEstimate(sigma, low, scale_from_confidence(low, 10.0))
+    heuristic = DefocusEstimate(sigma, low)
+    assert not np.isfinite(roi_reading(learned, frame).sigma_px)  # the model cannot read it
+    assert roi_reading(heuristic, frame).sigma_px == pytest.approx(2.0)

@@ -18,6 +18,7 @@ from hdme_focus.calibration.model import Calibration
 from hdme_focus.cli.app import app
 from hdme_focus.config import CameraConfig, InstrumentConfig, PathsConfig, SceneConfig, to_toml
 from hdme_focus.core.roi import Roi
+from hdme_focus.estimation.base import UNINFORMED_SHARE, DefocusEstimate, confidence_from_scale
 from hdme_focus.instrument import devices
 from hdme_focus.instrument.autofocus import HdmeOptions, autofocus_hdme
 from hdme_focus.instrument.devices import Instrument, open_instrument
@@ -230,6 +231,33 @@ def test_flat_region_is_refused_and_the_stage_stays(tmp_path: Path) -> None:
             autofocus_hdme(inst, flat, est, cal, HdmeOptions("auto"))
         assert inst.stage.position_mm() == 1.6 and inst.stage.moves == 0
         assert err.value.result is not None and err.value.result.captures == 1
+
+
+class _Unsure(OracleEstimator):
+    """Reads the true blur but, like a network on a field it cannot read, reports a
+    learned error scale near the know-nothing level everywhere."""
+
+    sigma_max_px = 10.0  # a network's range: its know-nothing error is finite
+
+    def estimate(self, image: Any, bit_depth: int | None = None, **kw: Any) -> DefocusEstimate:
+        sigma = self.predict(image, bit_depth, **kw)
+        scale = np.full(sigma.shape, 0.9 * UNINFORMED_SHARE * self.sigma_max_px, np.float32)
+        return DefocusEstimate(sigma, confidence_from_scale(scale, self.sigma_max_px), scale)
+
+
+def test_a_region_the_estimator_says_it_cannot_read_is_refused_though_textured(
+    inst: Instrument, cal: Calibration
+) -> None:
+    """The learned confidence, not the texture mask, refuses: the region has texture."""
+    roi, _ = _region(inst, "D")
+    _go(inst, 1.2)
+    est = _Unsure(inst.camera, roi.as_tuple())  # type: ignore[arg-type]
+    with pytest.raises(AutofocusRefused, match="its own confidence is too low") as err:
+        autofocus_hdme(inst, roi, est, cal, HdmeOptions("auto"))
+    assert inst.stage.position_mm() == 1.2 and inst.stage.moves == 0
+    assert err.value.result is not None and err.value.result.captures == 1
+    sure = OracleEstimator(inst.camera, roi.as_tuple())  # type: ignore[arg-type]
+    assert autofocus_hdme(inst, roi, sure, cal, HdmeOptions("auto")).moves == 1
 
 
 def test_saturated_region_is_refused_and_the_stage_stays() -> None:

@@ -213,6 +213,9 @@ def cli_config(
         def predict(self, image: Any, bit_depth: int | None = None, **kw: Any) -> Any:
             return _scaled(opened[-1], Roi(*box), 0.8).predict(image, bit_depth)
 
+        def estimate(self, image: Any, bit_depth: int | None = None, **kw: Any) -> Any:
+            return _scaled(opened[-1], Roi(*box), 0.8).estimate(image, bit_depth)
+
     monkeypatch.setattr("hdme_focus.cli.focus_cmd.load_estimator", lambda *a, **k: LazyScaled())
     return {**cli_setup, "config": str(cli_setup["config"])}
 

@@ -37,6 +37,8 @@ def test_demo_writes_a_report_with_plots_and_numbers(tmp_path: Path) -> None:
     by = data["autofocus"]["by_method"]
     assert by["hdme"]["trials"] == by["brent"]["trials"] == len(data["calibration"]["rois"])
     assert by["brent"]["median_captures"] >= 5 * by["hdme"]["median_captures"]
+    assert by["hybrid"]["trials"] == by["hdme"]["trials"]  # the command's default, measured
+    assert by["hybrid"]["median_captures"] < by["brent"]["median_captures"]
     assert (tmp_path / "demo" / "calibration.json").is_file()
 
 
@@ -67,4 +69,7 @@ def test_readme_demo_with_the_shipped_model(tmp_path: Path) -> None:
     hdme = data["autofocus"]["by_method"]["hdme"]
     assert hdme["median_captures"] == 1 and hdme["median_moves"] == 1
     assert hdme["median_abs_error_dof"] <= 1.0, hdme
+    hybrid = data["autofocus"]["by_method"]["hybrid"]  # what `autofocus` does by default
+    assert hybrid["median_abs_error_dof"] <= 0.5 and hybrid["median_captures"] <= 5, hybrid
+    assert "autofocus (default, refined):" in result.stdout
     assert data["depth"]["median_rel_error"] < 0.15

@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from hdme_focus.calibration.model import Calibration
 from hdme_focus.cli.app import app
 from hdme_focus.config import CameraConfig, InstrumentConfig
+from hdme_focus.estimation.base import UNINFORMED_SHARE, DefocusEstimate, confidence_from_scale
 from hdme_focus.instrument.depth import depth_from_frame, measure_depth, write_depth
 from hdme_focus.instrument.devices import Instrument, open_instrument
 
@@ -69,6 +70,29 @@ def test_out_of_range_blur_is_masked(inst: Instrument, cal: Calibration) -> None
     est = OracleEstimator(inst.camera, sigma_max_px=10.0)  # type: ignore[arg-type]
     maps = depth_from_frame(frame, est, cal, "near")
     assert not maps.confident[maps.sigma_px >= 9.5].any()
+
+
+class _HalfSure(OracleEstimator):
+    """The true blur, with a learned confidence that it cannot read the frame's left half."""
+
+    sigma_max_px = 10.0  # a network's range: its know-nothing error is finite
+
+    def estimate(self, image: Any, bit_depth: int | None = None, **kw: Any) -> DefocusEstimate:
+        sigma = self.predict(image, bit_depth, **kw)
+        scale = np.full(sigma.shape, 0.3, np.float32)
+        scale[:, : sigma.shape[1] // 2] = 0.95 * UNINFORMED_SHARE * self.sigma_max_px
+        return DefocusEstimate(sigma, confidence_from_scale(scale, self.sigma_max_px), scale)
+
+
+def test_a_learned_confidence_masks_what_the_estimator_cannot_read(
+    inst: Instrument, cal: Calibration
+) -> None:
+    inst.stage.travel_to(0.85)
+    frame = inst.capture()
+    maps = depth_from_frame(frame, _HalfSure(inst.camera), cal, "near")  # type: ignore[arg-type]
+    half = frame.image.shape[1] // 2
+    assert not maps.confident[:, :half].any()
+    assert maps.confident[:, half:].mean() > 0.5
 
 
 def test_files_are_float32_tiffs_png_and_ply(

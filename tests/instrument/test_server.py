@@ -28,7 +28,7 @@ from sim_oracle import OracleEstimator, truth_calibration
 from hdme_focus.calibration.model import Calibration, load_calibration
 from hdme_focus.client import FocusClient, ServerError
 from hdme_focus.config import InstrumentConfig, PathsConfig, to_toml
-from hdme_focus.estimation.base import DefocusEstimator
+from hdme_focus.estimation.base import DefocusEstimate, DefocusEstimator
 from hdme_focus.instrument.devices import Instrument, open_instrument
 from hdme_focus.instrument.server import FocusServer, listening
 from hdme_focus.instrument.server import ServerError as StartError
@@ -153,6 +153,10 @@ class _Blind:
 
     def predict(self, image: Any, bit_depth: int | None = None, **_: Any) -> Any:
         return np.full(np.asarray(image).shape[:2], np.nan, np.float32)
+
+    def estimate(self, image: Any, bit_depth: int | None = None, **_: Any) -> DefocusEstimate:
+        sigma = self.predict(image)
+        return DefocusEstimate(sigma, np.zeros_like(sigma))
 
 
 def test_a_refusal_carries_exit_4_and_what_was_done(
