@@ -164,6 +164,11 @@ class CameraConfig(_Strict):
     warmup_frames: int = Field(2, ge=0)
     average_frames: int = Field(1, ge=1)
     cti_file: Path | None = Field(None, description="genicam: GenTL producer (.cti) file")
+    color: bool = Field(
+        False,
+        description="opencv: keep colour frames (RGB) instead of converting them to gray; "
+        "--direction chroma reads the side of focus from them",
+    )
     # simulator sensor model
     full_well_e: float = Field(10000.0, gt=0, description="electrons at saturation")
     read_noise_e: float = Field(5.0, ge=0)

@@ -2,8 +2,8 @@
 
 Backends differ in what they support, so every `set` is checked and read back
 and `settings` records what the camera actually applied (a refused or altered
-setting is logged, not silently assumed). Frames are gray, keep their 8- or
-16-bit depth, may be averaged over N reads, and carry exposure, gain,
+setting is logged, not silently assumed). Frames are gray (RGB with
+`camera.color`, for the chroma direction cue), keep their 8- or 16-bit depth, may be averaged over N reads, and carry exposure, gain,
 timestamp and camera id.
 """
 
@@ -78,6 +78,14 @@ def to_gray(image: NDArray[Any]) -> NDArray[Any]:
         code = cv2.COLOR_BGR2GRAY if image.shape[2] == 3 else cv2.COLOR_BGRA2GRAY
         return np.asarray(cv2.cvtColor(image, code))
     raise CameraError(f"unexpected frame shape {image.shape} from the camera")
+
+
+def to_rgb(image: NDArray[Any]) -> NDArray[Any]:
+    """RGB image of the same dtype from OpenCV's BGR(A); gray frames stay gray."""
+    if image.ndim == 3 and image.shape[2] in (3, 4):
+        code = cv2.COLOR_BGR2RGB if image.shape[2] == 3 else cv2.COLOR_BGRA2RGB
+        return np.asarray(cv2.cvtColor(image, code))
+    return to_gray(image)
 
 
 def average(images: list[NDArray[Any]]) -> NDArray[Any]:
@@ -188,7 +196,8 @@ class OpenCVCamera:
             except cv2.error as exc:
                 raise CameraError(f"camera {self.camera_id} failed: {exc}") from None
             if ok and image is not None and image.size > 0:
-                return to_gray(np.asarray(image))
+                pixels = np.asarray(image)
+                return to_rgb(pixels) if self.config.color else to_gray(pixels)
         raise CameraError(
             f"camera {self.camera_id} delivered no frame in {self.read_retries} tries "
             "(unplugged, used by another program, or the end of a video file)"

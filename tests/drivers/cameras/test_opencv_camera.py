@@ -69,6 +69,17 @@ def test_settings_are_set_read_back_and_frames_carry_metadata(mocker: MockerFixt
     assert frame.meta["exposure_applied"] is True
 
 
+def test_color_keeps_rgb_frames_for_the_chroma_cue(mocker: MockerFixture) -> None:
+    """OpenCV delivers BGR; with camera.color the frame is RGB (red first), else gray."""
+    bgr = np.zeros((48, 64, 3), np.uint16)
+    bgr[..., 2] = 4000  # red in OpenCV's order
+    colour = camera(fake_capture(mocker, [bgr]), color=True, bit_depth=12).capture()
+    assert colour.image.shape == (48, 64, 3) and colour.image.dtype == np.uint16
+    assert int(colour.image[0, 0, 0]) == 4000 and int(colour.image[0, 0, 2]) == 0
+    gray = camera(fake_capture(mocker, [bgr]), bit_depth=12).capture()
+    assert gray.image.shape == (48, 64)
+
+
 def test_failed_set_is_reported_not_assumed(
     mocker: MockerFixture, caplog: pytest.LogCaptureFixture
 ) -> None:
