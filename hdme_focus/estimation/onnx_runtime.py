@@ -10,7 +10,8 @@ the weights' digest, with a JSON card of what inference needs; later runs
 read only the cache. The estimator's name is the torch estimator's, so
 sweeps and calibrations made with either runtime hold for the other.
 Frames are standardised, padded and tiled exactly as `estimator.HDMEEstimator`
-does; presets with an uncertainty head stay on torch.
+does; presets with an uncertainty head export both channels and give the same
+learned confidence.
 """
 
 from __future__ import annotations
@@ -26,13 +27,13 @@ import numpy as np
 
 from hdme_focus.core.atomic import atomic_path, write_text_atomic
 from hdme_focus.core.errors import UsageError
-from hdme_focus.core.frame import F32
-from hdme_focus.estimation.base import GrayEstimator
+from hdme_focus.core.frame import F32, saturation_mask
+from hdme_focus.estimation.base import DefocusEstimate, GrayEstimator, confidence_from_scale
 from hdme_focus.estimation.tiling import starts, window
 
 RUNTIME_ENV = "HDME_FOCUS_RUNTIME"  # "torch" (default) or "onnx"
 CACHE_ENV = "HDME_FOCUS_CACHE"
-CARD_FORMAT = "hdme-focus-onnx/1"
+CARD_FORMAT = "hdme-focus-onnx/2"  # /2: "channels" (the uncertainty head exports too)
 OPSET = 17
 
 
@@ -75,7 +76,7 @@ def export_onnx(weights: Path, graph: Path, card: Path) -> dict[str, Any] | None
     from hdme_focus.estimation.weights import read_weights, weights_digest
 
     model, meta = read_weights(weights)
-    if not isinstance(model, HDMENet) or model.config.uncertainty:
+    if not isinstance(model, HDMENet):
         return None
     model = fuse_for_inference(model).float()
     m = model.config.input_multiple
@@ -101,6 +102,7 @@ def export_onnx(weights: Path, graph: Path, card: Path) -> dict[str, Any] | None
         "std_floor": float(STD_FLOOR),
         "tile_px": DEFAULT_TILE_PX,
         "overlap_px": DEFAULT_OVERLAP_PX,
+        "channels": 2 if model.config.uncertainty else 1,  # sigma_px, then log b
         "weights": str(weights),
     }
     write_text_atomic(card, json.dumps(info, indent=2) + "\n")
@@ -133,15 +135,29 @@ class OnnxHDMEEstimator(GrayEstimator):
         self.multiple = int(info["input_multiple"])
         self.std_floor = float(info["std_floor"])
         self.tile_px, self.overlap_px = int(info["tile_px"]), int(info["overlap_px"])
+        self.channels = int(info.get("channels", 1))
 
     def predict_gray(self, gray01: F32) -> F32:
+        return np.asarray(self._forward(gray01)[0, 0], dtype=np.float32)
+
+    def estimate_gray(self, gray01: F32) -> DefocusEstimate:
+        if self.channels < 2:
+            return super().estimate_gray(gray01)
+        out = self._forward(gray01)[0]
+        sigma = np.asarray(out[0], dtype=np.float32)
+        scale = np.exp(out[1]).astype(np.float32)
+        conf = confidence_from_scale(scale, self.sigma_max_px)
+        conf[saturation_mask(gray01)] = 0.0
+        return DefocusEstimate(sigma, conf, scale)
+
+    def _forward(self, gray01: F32) -> F32:
+        """[1, C, H, W] network output of a gray frame (standardised on the whole frame)."""
         x = np.asarray(gray01, dtype=np.float32)[None, None]
         std = max(float(x.std()), self.std_floor)
         x = ((x - x.mean()) / std).astype(np.float32)  # on the whole frame, before tiling
         h, w = x.shape[-2:]
         small = h <= self.tile_px and w <= self.tile_px
-        y = self._forward_padded(x) if small else self._forward_tiled(x)
-        return np.asarray(y[0, 0], dtype=np.float32)
+        return self._forward_padded(x) if small else self._forward_tiled(x)
 
     def _forward_padded(self, x: F32) -> F32:
         h, w = x.shape[-2:]
@@ -156,7 +172,7 @@ class OnnxHDMEEstimator(GrayEstimator):
     def _forward_tiled(self, x: F32) -> F32:
         h, w = x.shape[-2:]
         t, ov = self.tile_px, self.overlap_px
-        acc = np.zeros((1, 1, h, w), np.float32)
+        acc = np.zeros((1, self.channels, h, w), np.float32)
         wsum = np.zeros((1, 1, h, w), np.float32)
         for y0 in starts(h, t, ov):
             for x0 in starts(w, t, ov):

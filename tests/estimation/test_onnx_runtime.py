@@ -55,6 +55,23 @@ def test_onnx_reads_the_same_blur_as_torch_under_the_same_name(
     assert float(np.max(np.abs(a - b))) < 1e-3 and float(np.median(a)) > 0.5
 
 
+def test_the_uncertainty_head_gives_the_same_learned_confidence_on_onnx(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    torch_est = load_estimator("hdme-lite-conf", device="cpu")
+    monkeypatch.setenv(onnx_runtime.RUNTIME_ENV, "onnx")
+    monkeypatch.setenv(onnx_runtime.CACHE_ENV, str(tmp_path))
+    onnx_est = load_estimator("hdme-lite-conf", device="cpu")
+    assert isinstance(onnx_est, onnx_runtime.OnnxHDMEEstimator)
+    frame = _frame(600, 700)  # tiled: both channels are blended across tiles
+    a, b = torch_est.estimate(frame), onnx_est.estimate(frame)
+    assert a.scale_px is not None and b.scale_px is not None
+    assert float(np.max(np.abs(a.sigma_px - b.sigma_px))) < 1e-3
+    assert float(np.max(np.abs(a.confidence - b.confidence))) < 1e-3
+
+
 def test_a_run_with_the_export_cached_never_imports_torch(exported: Path) -> None:
     code = (
         "import sys, json\n"

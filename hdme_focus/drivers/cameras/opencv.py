@@ -3,8 +3,9 @@
 Backends differ in what they support, so every `set` is checked and read back
 and `settings` records what the camera actually applied (a refused or altered
 setting is logged, not silently assumed). Frames are gray (RGB with
-`camera.color`, for the chroma direction cue), keep their 8- or 16-bit depth, may be averaged over N reads, and carry exposure, gain,
-timestamp and camera id.
+`camera.color`, for the chroma direction cue), keep their 8- or 16-bit
+depth, may be averaged over N reads, and carry exposure, gain, timestamp and
+camera id.
 """
 
 from __future__ import annotations
