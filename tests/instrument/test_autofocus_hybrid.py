@@ -108,7 +108,7 @@ def test_hybrid_lands_within_half_a_dof_where_the_jump_misses(
     assert len(reads) == result.captures - 1  # every capture after the jump's first
 
 
-@pytest.mark.parametrize("offset_dof", [-9.0, -6.0, 6.0, 9.0])
+@pytest.mark.parametrize("offset_dof", [-7.0, -4.5, 4.5, 7.0])
 def test_a_good_jump_from_far_is_refined_in_three_captures(
     inst: Instrument, cal: Calibration, offset_dof: float
 ) -> None:
