@@ -90,7 +90,9 @@ def estimate_cmd(
     ),
     device: Device = DeviceOption,
 ) -> None:
-    """Write <stem>.sigma.tiff (float32 sigma in px) and <stem>.sigma.png for each IMAGE.
+    """Write <stem>.sigma.tiff (float32 sigma in px), <stem>.sigma.png and
+    <stem>.confidence.tiff (0-1: the estimator's learned confidence, or the texture
+    heuristic for estimators without one) for each IMAGE.
 
     Inputs that share a name get their folder as a prefix (a/x.png -> a_x.sigma.*),
     said on the line. Uniform or clipped frames are refused; clipped pixels are
@@ -111,9 +113,12 @@ def estimate_cmd(
             else f" (renamed: {r.source.stem}.sigma.* is another input's result)"
         )
         masked = f", {r.masked_fraction:.0%} clipped (NaN)" if r.masked_fraction > 0 else ""
+        kind = "learned" if r.learned_confidence else "texture"
+        conf = f", confidence {r.median_confidence:.2f} ({kind})"
+        names = ", ".join(p.name for p in (r.tiff, r.png, r.confidence_tiff) if p is not None)
         console.print(
-            f"{r.source}: median sigma {r.median_sigma_px:.2f} px{masked} -> {r.tiff.name}, "
-            f"{r.png.name}{renamed}",
+            f"{r.source}: median sigma {r.median_sigma_px:.2f} px{conf}{masked} -> "
+            f"{names}{renamed}",
             highlight=False,
             soft_wrap=True,
         )
@@ -126,7 +131,7 @@ def estimate_cmd(
             _, failed = ef.estimate_files(
                 images,
                 out,
-                lambda gray: est.predict(gray, downscale=downscale),
+                lambda gray: est.estimate(gray, downscale=downscale),
                 on_done=done,
                 on_error=refused,
                 progress=progress,

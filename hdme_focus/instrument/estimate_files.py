@@ -22,6 +22,7 @@ import numpy as np
 from hdme_focus.core.atomic import write_figure_atomic, write_tiff_atomic
 from hdme_focus.core.errors import UsageError
 from hdme_focus.core.frame import F32, ImageInputError, saturation_mask, to_gray_float
+from hdme_focus.estimation.base import DefocusEstimate
 from hdme_focus.records import read_image
 
 MIN_CONTRAST = 2.0 / 255.0  # gray range below this: a uniform frame, no edge to measure
@@ -38,6 +39,9 @@ class EstimateOutput:
     png: Path
     median_sigma_px: float
     masked_fraction: float
+    confidence_tiff: Path | None = None
+    median_confidence: float = float("nan")
+    learned_confidence: bool = False
 
 
 def check_out_dir(out: Path) -> None:
@@ -111,13 +115,14 @@ def check_measurable(gray01: F32, path: Path) -> None:
 def estimate_files(
     paths: Sequence[Path],
     out_dir: Path,
-    predict: Callable[[F32], F32],
+    estimate: Callable[[F32], DefocusEstimate],
     *,
     on_done: Callable[[EstimateOutput], None] | None = None,
     on_error: Callable[[Path, str], None] | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> tuple[list[EstimateOutput], int]:
-    """Estimate each file into out_dir; returns the outputs and the number refused."""
+    """Estimate each file into out_dir (sigma map, its PNG and the confidence map); returns
+    the outputs and the number refused."""
     stems = output_stems(paths)
     outputs: list[EstimateOutput] = []
     failed = 0
@@ -126,9 +131,11 @@ def estimate_files(
         try:
             gray = read_input_image(path)
             check_measurable(gray, path)
-            sigma = np.asarray(predict(gray), dtype=np.float32)
+            est = estimate(gray)
+            sigma = np.asarray(est.sigma_px, dtype=np.float32)
             sigma = np.where(saturation_mask(gray), np.float32(np.nan), sigma).astype(np.float32)
             tiff, png = write_sigma_map(sigma, out_dir, stem, path)
+            conf_tiff = write_confidence_map(est, out_dir, stem, path)
         except ImageInputError as exc:
             failed += 1
             if on_error is not None:
@@ -142,6 +149,9 @@ def estimate_files(
                 png,
                 float(np.median(finite)) if finite.size else float("nan"),
                 1.0 - finite.size / sigma.size,
+                conf_tiff,
+                float(np.median(est.confidence)),
+                est.learned,
             )
             outputs.append(result)
             if on_done is not None:
@@ -171,6 +181,29 @@ def free_stem(out_dir: Path, stem: str, source: Path) -> str:
     ) != str(source.resolve()):
         candidate, n = f"{stem}-{n}", n + 1
     return candidate
+
+
+def write_confidence_map(
+    estimate: DefocusEstimate, out_dir: Path, stem: str, source: Path | None = None
+) -> Path:
+    """float32 TIFF of the per-pixel confidence in [0, 1], atomic; its metadata says whether
+    it is the estimator's learned one (with the Laplace error scale's meaning) or the
+    texture heuristic."""
+    kind = (
+        "learned: 1 - b / (sigma_max / 4) of the predicted Laplace error scale b"
+        if estimate.learned
+        else "texture heuristic: s / (s + 0.01) of the local std s"
+    )
+    meta = {
+        "unit": "1",
+        "confidence": kind,
+        "source": str(source.resolve()) if source is not None else "",
+    }
+    return write_tiff_atomic(
+        out_dir / f"{stem}.confidence.tiff",
+        np.asarray(estimate.confidence, dtype=np.float32),
+        meta,
+    )
 
 
 def write_sigma_map(

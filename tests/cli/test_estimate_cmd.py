@@ -85,6 +85,28 @@ def test_uniform_frame_is_refused_not_a_blur(tmp_path: Path, level: int) -> None
     assert not list(out.glob("*.sigma.*"))
 
 
+@pytest.mark.parametrize(("estimator", "learned"), [("reblur", False), ("hdme-lite-conf", True)])
+def test_the_confidence_map_is_written_beside_the_sigma_map(
+    tmp_path: Path, estimator: str, learned: bool
+) -> None:
+    """Half textured, half blank: the confidence is higher where blur can be read, and the
+    file says whether it is the estimator's own (learned) or the texture heuristic."""
+    image = np.full((96, 96), 128, np.uint8)
+    image[:, :48] = cv2.resize(_texture(3), (48, 96))
+    img = _png(tmp_path / "half.png", image)
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["estimate", str(img), "--out", str(out), "--estimator", estimator])
+    assert result.exit_code == 0, result.output
+    with tifffile.TiffFile(out / "half.confidence.tiff") as tf:
+        conf = tf.asarray()
+        kind = tf.shaped_metadata[0]["confidence"]  # type: ignore[index]
+    assert conf.shape == (96, 96) and conf.dtype == np.float32
+    assert 0.0 <= float(conf.min()) and float(conf.max()) <= 1.0
+    assert float(np.median(conf[:, 8:40])) > float(np.median(conf[:, 60:]))
+    assert kind.startswith("learned" if learned else "texture")
+    assert ("(learned)" if learned else "(texture)") in result.stdout
+
+
 def test_clipped_pixels_are_masked(tmp_path: Path) -> None:
     image = _texture()
     image[:, :16] = 255
