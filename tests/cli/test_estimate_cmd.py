@@ -101,7 +101,7 @@ def test_the_confidence_map_is_written_beside_the_sigma_map(
         conf = tf.asarray()
         kind = tf.shaped_metadata[0]["confidence"]  # type: ignore[index]
     assert conf.shape == (96, 96) and conf.dtype == np.float32
-    assert 0.0 <= float(conf.min()) and float(conf.max()) <= 1.0
+    assert float(conf.min()) >= 0.0 and float(conf.max()) <= 1.0
     assert float(np.median(conf[:, 8:40])) > float(np.median(conf[:, 60:]))
     assert kind.startswith("learned" if learned else "texture")
     assert ("(learned)" if learned else "(texture)") in result.stdout
