@@ -30,6 +30,7 @@ from hdme_focus.estimation.devices import Device, resolve_device
 from hdme_focus.estimation.model import HDMENet, fuse_for_inference, standardize
 from hdme_focus.estimation.tiling import starts as _starts
 from hdme_focus.estimation.tiling import window as _window
+from hdme_focus.estimation.weights import ERROR_SCALE_KEY
 
 DEFAULT_TILE_PX = 512
 DEFAULT_OVERLAP_PX = 64
@@ -65,6 +66,8 @@ class HDMEEstimator(GrayEstimator):
         self.name = name
         self.tile_px, self.overlap_px = tile_px, overlap_px
         self.metadata = dict(metadata or {})
+        # post-hoc calibration of the learned error scale (train.export); 1 when absent
+        self.error_scale = float(self.metadata.get(ERROR_SCALE_KEY, "1.0"))
 
     def predict_gray(self, gray01: F32) -> F32:
         return np.asarray(self._predict_stack(gray01[None])[0, 0], dtype=np.float32)
@@ -74,7 +77,7 @@ class HDMEEstimator(GrayEstimator):
             return super().estimate_gray(gray01)
         out = self._predict_stack(gray01[None])[0]
         sigma = np.asarray(out[0], dtype=np.float32)
-        scale = np.exp(out[1]).astype(np.float32)
+        scale = (np.exp(out[1]) * np.float32(self.error_scale)).astype(np.float32)
         conf = confidence_from_scale(scale, self.sigma_max_px)
         conf[saturation_mask(gray01)] = 0.0
         return DefocusEstimate(sigma, conf, scale)

@@ -33,7 +33,7 @@ from hdme_focus.estimation.tiling import starts, window
 
 RUNTIME_ENV = "HDME_FOCUS_RUNTIME"  # "torch" (default) or "onnx"
 CACHE_ENV = "HDME_FOCUS_CACHE"
-CARD_FORMAT = "hdme-focus-onnx/2"  # /2: "channels" (the uncertainty head exports too)
+CARD_FORMAT = "hdme-focus-onnx/3"  # /3: "channels", "error_scale_factor" (uncertainty head)
 OPSET = 17
 
 
@@ -73,7 +73,7 @@ def export_onnx(weights: Path, graph: Path, card: Path) -> dict[str, Any] | None
 
     from hdme_focus.estimation.estimator import DEFAULT_OVERLAP_PX, DEFAULT_TILE_PX
     from hdme_focus.estimation.model import STD_FLOOR, HDMENet, fuse_for_inference
-    from hdme_focus.estimation.weights import read_weights, weights_digest
+    from hdme_focus.estimation.weights import ERROR_SCALE_KEY, read_weights, weights_digest
 
     model, meta = read_weights(weights)
     if not isinstance(model, HDMENet):
@@ -103,6 +103,7 @@ def export_onnx(weights: Path, graph: Path, card: Path) -> dict[str, Any] | None
         "tile_px": DEFAULT_TILE_PX,
         "overlap_px": DEFAULT_OVERLAP_PX,
         "channels": 2 if model.config.uncertainty else 1,  # sigma_px, then log b
+        "error_scale_factor": float(meta.get(ERROR_SCALE_KEY, "1.0")),
         "weights": str(weights),
     }
     write_text_atomic(card, json.dumps(info, indent=2) + "\n")
@@ -136,6 +137,7 @@ class OnnxHDMEEstimator(GrayEstimator):
         self.std_floor = float(info["std_floor"])
         self.tile_px, self.overlap_px = int(info["tile_px"]), int(info["overlap_px"])
         self.channels = int(info.get("channels", 1))
+        self.error_scale = float(info.get("error_scale_factor", 1.0))
 
     def predict_gray(self, gray01: F32) -> F32:
         return np.asarray(self._forward(gray01)[0, 0], dtype=np.float32)
@@ -145,7 +147,7 @@ class OnnxHDMEEstimator(GrayEstimator):
             return super().estimate_gray(gray01)
         out = self._forward(gray01)[0]
         sigma = np.asarray(out[0], dtype=np.float32)
-        scale = np.exp(out[1]).astype(np.float32)
+        scale = (np.exp(out[1]) * np.float32(self.error_scale)).astype(np.float32)
         conf = confidence_from_scale(scale, self.sigma_max_px)
         conf[saturation_mask(gray01)] = 0.0
         return DefocusEstimate(sigma, conf, scale)

@@ -40,6 +40,10 @@ def model_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     }
 
 
+# header key: the factor on the learned error scale found by post-hoc calibration (export)
+ERROR_SCALE_KEY = "error_scale_factor"
+
+
 def save_weights(
     path: Path | str,
     model: Network,

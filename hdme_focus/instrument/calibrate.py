@@ -34,7 +34,7 @@ from hdme_focus.calibration.model import (
 )
 from hdme_focus.core.atomic import write_figure_atomic
 from hdme_focus.core.frame import Frame, to_gray_float
-from hdme_focus.estimation.base import DefocusEstimator, roi_sigma
+from hdme_focus.estimation.base import DefocusEstimate, DefocusEstimator, roi_reading, roi_sigma
 from hdme_focus.records import SweepRecord, load_sweep, roi_column
 
 SIGMA = "sigma_px"
@@ -83,7 +83,7 @@ def sweep_sigmas(
             f"{record.directory}: the sweep has no {SIGMA} columns; record the "
             "sweep with an estimator or give calibrate one to estimate the frames"
         )
-    out = _roi_sigmas(record, lambda f: estimator.predict(f.image, f.bit_depth), progress)
+    out = _roi_sigmas(record, lambda f: estimator.estimate(f.image, f.bit_depth), progress)
     return out, estimator.name
 
 
@@ -103,18 +103,19 @@ def reuses_recorded(
 
 def _roi_sigmas(
     record: SweepRecord,
-    predict: Callable[[Frame], NDArray[np.float32]],
+    estimate: Callable[[Frame], DefocusEstimate],
     progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, NDArray[np.float64]]:
-    """Per-ROI robust blur of every frame of a sweep, from a frame -> sigma map function."""
+    """Per-ROI robust blur of every frame of a sweep, read as autofocus reads a region
+    (`roi_reading`: a learned confidence gates the pixels)."""
     rois = record.rois
     out = {n: np.full(len(record), np.nan) for n in rois}
     for i in range(len(record)):
         frame = record.read_frame(i)
-        sig = predict(frame)
+        est = estimate(frame)
         gray = to_gray_float(frame.image, frame.bit_depth)
         for n, roi in rois.items():
-            out[n][i] = roi_sigma(sig, gray, roi.as_tuple()).sigma_px
+            out[n][i] = roi_reading(est, gray, roi.as_tuple()).sigma_px
         if progress is not None:
             progress(i + 1, len(record))
     return out
@@ -157,7 +158,7 @@ def coarse_sigmas(
 ) -> dict[str, NDArray[np.float64]]:
     """Per-ROI blur estimated on downscaled frames (every estimator takes `downscale`)."""
     return _roi_sigmas(
-        record, lambda f: estimator.predict(f.image, f.bit_depth, downscale=downscale), progress
+        record, lambda f: estimator.estimate(f.image, f.bit_depth, downscale=downscale), progress
     )
 
 

@@ -14,6 +14,7 @@ from hdme_focus.cli.app import app
 from hdme_focus.config import ConfigError, InstrumentConfig
 from hdme_focus.core.roi import Roi, RoiError
 from hdme_focus.drivers.base import DeviceError, MotionRefused, StageFault
+from hdme_focus.estimation.base import DefocusEstimate
 from hdme_focus.instrument.devices import Instrument, open_instrument
 from hdme_focus.instrument.sweep import default_rois, plan_positions, run_sweep
 from hdme_focus.records import SweepExistsError, load_sweep
@@ -155,6 +156,10 @@ class _FlatEstimator:
     def predict(self, image: ArrayLike, bit_depth: int | None = None) -> NDArray[np.float32]:
         sigma = abs(self.instrument.stage.position_mm() - 1.3) * 8.0
         return np.full(np.shape(image)[:2], sigma, dtype=np.float32)
+
+    def estimate(self, image: ArrayLike, bit_depth: int | None = None) -> DefocusEstimate:
+        sigma = self.predict(image, bit_depth)
+        return DefocusEstimate(sigma, np.ones_like(sigma))
 
 
 def test_estimator_adds_sigma_columns(instrument: Instrument, tmp_path: Path) -> None:
