@@ -11,15 +11,22 @@ from __future__ import annotations
 from functools import cache
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
+from sim_oracle import truth_calibration
 
+from hdme_focus.config import CameraConfig, InstrumentConfig, SceneConfig
 from hdme_focus.core.frame import F32
+from hdme_focus.core.roi import Roi
 from hdme_focus.estimation import eval_render as er
 from hdme_focus.estimation import real_sets
-from hdme_focus.estimation.base import DefocusEstimator
+from hdme_focus.estimation.base import MIN_LEARNED_CONFIDENCE, DefocusEstimator
 from hdme_focus.estimation.camera_effects import jpeg
 from hdme_focus.estimation.registry import DEFAULT_ESTIMATOR, create_estimator
+from hdme_focus.instrument.autofocus import HdmeOptions, autofocus_hdme
+from hdme_focus.instrument.devices import open_instrument
+from hdme_focus.instrument.session import AutofocusRefused
 
 SIGMAS_PX = (1.0, 2.0, 4.0, 8.0)
 TOLERANCE = 0.15
@@ -110,6 +117,36 @@ def test_featureless_frame_has_low_confidence_everywhere() -> None:
     flat = np.clip(0.5 + rng.normal(0, 0.004, (SIZE_PX, SIZE_PX)), 0, 1).astype(np.float32)
     conf = default().estimate(flat).confidence
     assert float(np.quantile(conf, 0.95)) < 0.2, float(np.quantile(conf, 0.95))
+
+
+def test_the_learned_confidence_is_low_on_a_featureless_frame_and_autofocus_refuses_it(
+    tmp_path: Path,
+) -> None:
+    """`hdme-lite-conf`, the shipped model with a learned error scale: a flat noisy frame
+    reads low confidence everywhere, a textured one does not, and autofocus on a blank
+    wall refuses without moving the stage."""
+    est = create_estimator("hdme-lite-conf", "cpu")
+    rng = np.random.default_rng(3)
+    flat = np.clip(0.5 + rng.normal(0, 0.004, (SIZE_PX, SIZE_PX)), 0, 1).astype(np.float32)
+    conf = est.estimate(flat).confidence
+    assert float(np.quantile(conf, 0.95)) < MIN_LEARNED_CONFIDENCE, float(np.quantile(conf, 0.95))
+    textured = est.estimate(plane(2.0, 0.6)).confidence
+    assert float(np.median(textured)) > 2 * MIN_LEARNED_CONFIDENCE
+
+    wall = np.clip(128 + rng.normal(0, 1.0, (120, 160)), 0, 255).astype(np.uint8)
+    cv2.imwrite(str(tmp_path / "wall.png"), wall)
+    np.save(tmp_path / "depth.npy", np.full((120, 160), 1300.0))
+    cfg = InstrumentConfig(
+        camera=CameraConfig(width_px=160, height_px=120),
+        scene=SceneConfig(name="image", image=tmp_path / "wall.png", depth=tmp_path / "depth.npy"),
+    )
+    with open_instrument(cfg) as inst:
+        cal = truth_calibration(inst)
+        inst.stage.travel_to(1.6)
+        moves = inst.stage.moves
+        with pytest.raises(AutofocusRefused):
+            autofocus_hdme(inst, Roi(40, 30, 80, 60), est, cal, HdmeOptions("auto"))
+        assert inst.stage.position_mm() == 1.6 and inst.stage.moves == moves
 
 
 # --------------------------------------------------------------------------- real frames
