@@ -188,9 +188,10 @@ class FocusMeasureEstimator(GrayEstimator):
             a12 = (wgt * t * noise_resp[:, None]).sum(0)
             b1 = (wgt * t * e).sum(0)
             det = a11 * a22 - a12**2
-            n = np.where(
-                det > 1e-12 * a11 * a22, (a11 * b2 - a12 * b1) / np.maximum(det, 1e-300), 0
-            )
+            with np.errstate(over="ignore"):  # near-singular pixels: discarded by the where
+                n = np.where(
+                    det > 1e-12 * a11 * a22, (a11 * b2 - a12 * b1) / np.maximum(det, 1e-300), 0
+                )
             n = np.clip(n, 0.0, n_max)
             v = np.maximum((b1 - a12 * n) / a11, 0.0)
             resid = e - t * v - noise_resp[:, None] * n
