@@ -178,7 +178,6 @@ _CLI_SPELLING = {
     "margin_px": "--margin-px",
     "span_mm": "--span",
     "prior_uncertainty_mm": "--prior-uncertainty",
-    "no_refine": "--no-refine",
 }
 
 
@@ -250,7 +249,7 @@ def autofocus_cmd(
     """
     from hdme_focus.core.roi import parse_roi
     from hdme_focus.instrument.devices import open_instrument
-    from hdme_focus.instrument.focus_request import FocusRequest, run_focus
+    from hdme_focus.instrument.focus_request import NO_REFINE, FocusRequest, run_focus
     from hdme_focus.instrument.prior import state_path
     from hdme_focus.instrument.session import AutofocusRefused, AutofocusResult
 
@@ -267,7 +266,7 @@ def autofocus_cmd(
         span_mm=span,
         widen=widen,
     )
-    request.check(_CLI_SPELLING)
+    request.check(_CLI_SPELLING | {NO_REFINE: "--no-refine"})
     region = parse_roi(roi)
     if cfg.camera.driver != "replay":
         region.check_inside(cfg.camera.width_px, cfg.camera.height_px)
