@@ -14,7 +14,8 @@ from hdme_focus.cli.app import app
 from hdme_focus.config import ConfigError, InstrumentConfig
 from hdme_focus.core.roi import Roi, RoiError
 from hdme_focus.drivers.base import DeviceError, MotionRefused, StageFault
-from hdme_focus.estimation.base import DefocusEstimate
+from hdme_focus.estimation.base import DefocusEstimate, confidence_from_scale
+from hdme_focus.instrument.autofocus import estimate_roi
 from hdme_focus.instrument.devices import Instrument, open_instrument
 from hdme_focus.instrument.sweep import default_rois, plan_positions, run_sweep
 from hdme_focus.records import SweepExistsError, load_sweep
@@ -160,6 +161,43 @@ class _FlatEstimator:
     def estimate(self, image: ArrayLike, bit_depth: int | None = None) -> DefocusEstimate:
         sigma = self.predict(image, bit_depth)
         return DefocusEstimate(sigma, np.ones_like(sigma))
+
+
+class _HalfSure:
+    """A learned-confidence estimator: reads 2 px on the left half of every frame, where it
+    is sure, and 7 px on the right half, where its error scale says it cannot read."""
+
+    name = "half-sure"
+    sigma_max_px = 10.0
+
+    def predict(
+        self, image: ArrayLike, bit_depth: int | None = None, **_: object
+    ) -> NDArray[np.float32]:
+        return self.estimate(image).sigma_px
+
+    def estimate(
+        self, image: ArrayLike, bit_depth: int | None = None, **_: object
+    ) -> DefocusEstimate:
+        h, w = np.shape(image)[:2]
+        sigma = np.full((h, w), 2.0, np.float32)
+        sigma[:, w // 2 :] = 7.0
+        scale = np.full((h, w), 0.3, np.float32)
+        scale[:, w // 2 :] = 2.4  # nearly the know-nothing error (sigma_max / 4)
+        return DefocusEstimate(sigma, confidence_from_scale(scale, self.sigma_max_px), scale)
+
+
+def test_a_sweep_records_a_region_as_autofocus_reads_it(
+    instrument: Instrument, tmp_path: Path
+) -> None:
+    """The calibration is fitted to the sweep's columns and then read by autofocus: both
+    must gate by the learned confidence (the sweep once took the ungated median)."""
+    roi = Roi(40, 30, 80, 60)  # straddles the frame's middle: half sure, half not
+    est = _HalfSure()
+    out = run_sweep(instrument, [1.0, 1.3], {"c": roi}, tmp_path / "s", estimator=est)
+    recorded = load_sweep(out).roi_values("c", "sigma_px")
+    read = estimate_roi(instrument.capture(), roi, est)  # type: ignore[arg-type]
+    np.testing.assert_allclose(recorded, [read.sigma_px] * 2)
+    assert read.sigma_px == pytest.approx(2.0)
 
 
 def test_estimator_adds_sigma_columns(instrument: Instrument, tmp_path: Path) -> None:
