@@ -108,7 +108,11 @@ def guard(stage: Stage, cfg: StageConfig, clock: Clock | None = None) -> SafeSta
         move_timeout_s=cfg.move_timeout_s,
         settle_s=cfg.settle_s,
         clock=clock,
-        home_timeout_s=getattr(cfg, "home_timeout_s", cfg.move_timeout_s),
+        home_timeout_s=(
+            cfg.home_timeout_s
+            if isinstance(cfg, GcodeStageConfig | ZaberStageConfig | AptStageConfig)
+            else cfg.move_timeout_s  # simulated and replayed stages home instantly
+        ),
     )
 
 

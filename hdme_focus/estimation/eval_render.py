@@ -339,12 +339,22 @@ def noise_std(clean: F64, level: NoiseLevel) -> float:
     return math.sqrt(float(np.clip(clean, 0, 1).mean()) * full_well + read_e**2) / full_well
 
 
-def textured_truth(clean: F64, level: NoiseLevel, window_px: int = 15) -> NDArray[np.bool_]:
-    """Where blur is measurable at all: local std of the noise-free image >= max(1 %, noise)."""
-    m = ndimage.uniform_filter(clean, window_px, mode="reflect")
-    sq = ndimage.uniform_filter(clean * clean, window_px, mode="reflect")
+def textured_truth(
+    clean: F64, level: NoiseLevel, window_px: int = 15, read_downscale: float = 1.0
+) -> NDArray[np.bool_]:
+    """Where blur is measurable at all: local std of the noise-free image >= max(1 %, noise).
+
+    Judged at the scale the estimator reads: a frame read at 1/k is seen through
+    a window k times wider and with k times less noise (k x k area averaging),
+    so a 20 px blur that leaves a 15 px window flat is still scored where the
+    downscaled pass has structure to read.
+    """
+    k = max(1.0, float(read_downscale))
+    win = round(window_px * k) | 1
+    m = ndimage.uniform_filter(clean, win, mode="reflect")
+    sq = ndimage.uniform_filter(clean * clean, win, mode="reflect")
     std = np.sqrt(np.clip(sq - m * m, 0.0, None))
-    return np.asarray(std >= max(0.01, noise_std(clean, level)))
+    return np.asarray(std >= max(0.01, noise_std(clean, level) / k))
 
 
 def _noise(clean: F64, level: NoiseLevel, rng: np.random.Generator) -> F32:
@@ -366,8 +376,12 @@ def render_sample(
     noise: NoiseLevel,
     family: str,
     dark: bool = False,
+    read_downscale: float = 1.0,
 ) -> EvalSample:
-    """Crop (with context for the blur), draw layers, blur by FFT, add noise, crop back."""
+    """Crop (with context for the blur), draw layers, blur by FFT, add noise, crop back.
+
+    read_downscale: the 1/k the sample will be read at (sets where it counts as textured).
+    """
     cutoff = float(rng.uniform(0.25, 0.45))
     lo, hi = sigma_range_px
     if psf == "widefield":
@@ -386,5 +400,5 @@ def render_sample(
     ok = (np.ones_like(truth, dtype=bool) if one_surface else scorable(truth))[inner]
     clean = blurred[inner]
     image = _noise(clean, noise, rng)
-    tex = textured_truth(clean, noise)
+    tex = textured_truth(clean, noise, read_downscale=read_downscale)
     return EvalSample(image, truth[inner].astype(np.float32), ok, tex, family, psf, noise)

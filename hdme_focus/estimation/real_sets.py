@@ -7,12 +7,14 @@ Neither set has a blur ground truth, so each is scored by what a user relies on:
   region is sharpest. The sharpest frame comes from a classical, estimator-free
   reference (mean squared Laplacian, the focus-stacking criterion), so no
   estimator grades itself. Score: Spearman rank correlation of sigma with that
-  distance, pooled over all (region, frame) pairs.
+  distance, pooled over all (region, frame) pairs. Regions are read as
+  autofocus reads them (`roi_reading`: a learned confidence gates pixels).
 - flake-defocus (4 fields x ~11 signed defocus offsets, labels.csv): on the field
   with a flake, Spearman of the median sigma over the flake's box (FLAKE_ROI,
   every pixel: far from focus the blurred flake has too little contrast for the
   texture mask, and a reading that dissolves into noise must count) with
-  |defocus|; on the three nearly empty fields, whether the whole-frame reading
+  |defocus|; beside it the box as autofocus reads it (gated), over the frames it
+  reads, with how many it refuses; on the three nearly empty fields, whether the whole-frame reading
   is refused (no measurable texture) and its mean confidence.
 
 The data is not part of the package: callers pass its folder, and `find_shared`
@@ -31,7 +33,7 @@ import numpy as np
 from scipy import stats
 
 from hdme_focus.core.frame import F32, to_gray_float
-from hdme_focus.estimation.base import DefocusEstimate, RoiSigma, roi_reading, roi_sigma
+from hdme_focus.estimation.base import DefocusEstimate, RoiSigma, roi_reading
 
 PCB_DIR = "pcb-focus-sweep"
 FLAKE_DIR = "flake-defocus"
@@ -101,7 +103,7 @@ def score_pcb(folder: Path, estimate_fn: EstimateFn, grid: tuple[int, int] = PCB
     for j, f in enumerate(frames):
         est = estimate_fn(f)
         for i, box in enumerate(boxes):
-            sig[i, j] = roi_sigma(est.sigma_px, f, box).sigma_px
+            sig[i, j] = roi_reading(est, f, box).sigma_px  # as autofocus reads a region
     dist = np.abs(np.arange(len(frames))[None, :] - focus[:, None]).astype(float)
     ok = np.isfinite(sig)
     pooled = float(stats.spearmanr(sig[ok], dist[ok]).statistic) if ok.sum() > 2 else float("nan")
@@ -125,6 +127,7 @@ class FlakeFrame:
     defocus_um: float
     reading: RoiSigma  # whole frame, texture-masked, with the estimator's confidence
     flake_sigma_px: float  # median over FLAKE_ROI, every pixel
+    flake_reading: RoiSigma  # FLAKE_ROI as autofocus reads it (NaN where it refuses)
 
 
 def flake_labels(folder: Path) -> list[tuple[str, str, float]]:
@@ -145,7 +148,7 @@ def read_flake(
         x, y, w, h = FLAKE_ROI
         flake = float(np.median(est.sigma_px[y : y + h, x : x + w]))
         reading = roi_reading(est, g)
-        out.append(FlakeFrame(tile, defocus, reading, flake))
+        out.append(FlakeFrame(tile, defocus, reading, flake, roi_reading(est, g, FLAKE_ROI)))
     return out
 
 
@@ -156,6 +159,10 @@ class FlakeScore:
     empty_refused: float  # share of empty-field frames with no reading (NaN)
     empty_confidence_mean: float
     field_confidence_mean: float
+    # FLAKE_ROI as autofocus reads it: rank correlation over the frames it reads, and how many
+    spearman_field_read: float
+    field_read_frames: int
+    field_read_sigma_px: list[tuple[float, float]]  # (defocus_um, sigma_px or NaN if refused)
 
 
 def score_flake(frames: list[FlakeFrame]) -> FlakeScore:
@@ -163,16 +170,22 @@ def score_flake(frames: list[FlakeFrame]) -> FlakeScore:
     empty = [f for f in frames if f.tile != FLAKE_FIELD]
     d = np.array([abs(f.defocus_um) for f in field])
     s = np.array([f.flake_sigma_px for f in field])
-    ok = np.isfinite(s)
-    rho = float(stats.spearmanr(s[ok], d[ok]).statistic) if ok.sum() > 2 else float("nan")
+    read = np.array([f.flake_reading.sigma_px for f in field])
+
+    def rank(sig: np.ndarray[tuple[int], np.dtype[np.float64]]) -> float:
+        ok = np.isfinite(sig)
+        return float(stats.spearmanr(sig[ok], d[ok]).statistic) if ok.sum() > 2 else float("nan")
 
     def mean(values: list[float]) -> float:
         return float(np.mean(values)) if values else float("nan")
 
     return FlakeScore(
-        rho,
+        rank(s),
         [(round(f.defocus_um, 3), round(f.flake_sigma_px, 4)) for f in field],
         mean([float(not np.isfinite(f.reading.sigma_px)) for f in empty]),
         mean([f.reading.confidence for f in empty]),
         mean([f.reading.confidence for f in field]),
+        rank(read),
+        int(np.isfinite(read).sum()),
+        [(round(f.defocus_um, 3), round(f.flake_reading.sigma_px, 4)) for f in field],
     )

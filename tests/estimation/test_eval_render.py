@@ -55,3 +55,13 @@ def test_noise_levels_rank_and_the_textured_mask_drops_flat_regions() -> None:
     assert stds == sorted(stds)
     tex = er.textured_truth(clean, "low")
     assert tex[:, :20].all() and not tex[:, 45:].any()
+
+
+def test_a_large_blur_read_downscaled_is_textured_where_that_pass_sees_structure() -> None:
+    """A broad, faint gradient field: flat in a 15 px window under full-resolution noise,
+    structured in the 60 px window and the 4x quieter frame the x4 pass reads."""
+    x = np.arange(256, dtype=np.float64)
+    clean = np.tile(0.5 + 0.05 * np.sin(2 * np.pi * x / 160.0), (256, 1))
+    at_1x = er.textured_truth(clean, "mid").mean()
+    at_4x = er.textured_truth(clean, "mid", read_downscale=4.0).mean()
+    assert at_1x < 0.2 and at_4x > 0.8

@@ -162,13 +162,33 @@ def test_pcb_regions_read_more_blur_away_from_their_sharpest_frame() -> None:
     assert score.vmin_agree >= 0.75, score.vmin_agree
 
 
-@pytest.mark.skipif(not (SHARED / real_sets.FLAKE_DIR).is_dir(), reason="flake set absent")
-@known_miss("flake box reading has rank correlation 0.75 with |defocus| (downscale 2)")
-def test_flake_field_reading_grows_with_defocus() -> None:
+@cache
+def flake_field_score() -> real_sets.FlakeScore:
     frames = real_sets.read_flake(
         SHARED / real_sets.FLAKE_DIR,
         lambda g: default().estimate(g, downscale=2.0),
         tiles=(real_sets.FLAKE_FIELD,),
     )
-    score = real_sets.score_flake(frames)
+    return real_sets.score_flake(frames)
+
+
+@pytest.mark.skipif(not (SHARED / real_sets.FLAKE_DIR).is_dir(), reason="flake set absent")
+@known_miss("flake box reading has rank correlation 0.75 with |defocus| (downscale 2)")
+def test_flake_field_reading_grows_with_defocus() -> None:
+    score = flake_field_score()
     assert score.spearman_field >= 0.9, (score.spearman_field, score.field_sigma_px)
+
+
+@pytest.mark.skipif(not (SHARED / real_sets.FLAKE_DIR).is_dir(), reason="flake set absent")
+def test_flake_box_as_autofocus_reads_it_grows_with_defocus_or_is_refused() -> None:
+    """What autofocus acts on: the in-focus frames are read, the reading rises with
+    |defocus| over the frames read, and a refused frame is never nearer focus than a
+    read one (a dissolved flake is refused, not read as sharp)."""
+    score = flake_field_score()
+    pts = score.field_read_sigma_px  # sorted by |defocus|
+    read = [np.isfinite(s) for _, s in pts]
+    assert read[0] and read[1], pts  # the two in-focus frames
+    assert score.field_read_frames >= 6, pts
+    first_refused = read.index(False) if False in read else len(read)
+    assert all(not r for r in read[first_refused:]), pts  # refusals only beyond the reads
+    assert score.spearman_field_read >= 0.9, (score.spearman_field_read, pts)
