@@ -75,16 +75,33 @@ def sweep_sigmas(
     long sweep); another estimator's blur is on another scale, so then it
     estimates again, unless `prefer_recorded` (the user named no estimator).
     """
+    sigmas, _, name = sweep_readings(record, estimator, progress, prefer_recorded)
+    return sigmas, name
+
+
+Curves = dict[str, NDArray[np.float64]]
+
+
+def sweep_readings(
+    record: SweepRecord,
+    estimator: DefocusEstimator | None,
+    progress: Callable[[int, int], None] | None = None,
+    prefer_recorded: bool = False,
+) -> tuple[Curves, Curves | None, str]:
+    """`sweep_sigmas`, plus each region's local contrast from the same reading when the
+    frames are estimated (None when the recorded blur is reused: nothing was read)."""
     if reuses_recorded(record, estimator, prefer_recorded):
         name = recorded_estimator(record)
-        return {n: record.roi_values(n, SIGMA) for n in record.rois}, name
+        return {n: record.roi_values(n, SIGMA) for n in record.rois}, None, name
     if estimator is None:
         raise CalibrationError(
             f"{record.directory}: the sweep has no {SIGMA} columns; record the "
             "sweep with an estimator or give calibrate one to estimate the frames"
         )
-    out = _roi_sigmas(record, lambda f: estimator.estimate(f.image, f.bit_depth), progress)
-    return out, estimator.name
+    sigmas, contrasts = _roi_readings(
+        record, lambda f: estimator.estimate(f.image, f.bit_depth), progress
+    )
+    return sigmas, contrasts, estimator.name
 
 
 def recorded_estimator(record: SweepRecord) -> str:
@@ -101,28 +118,31 @@ def reuses_recorded(
     return estimator is None or prefer_recorded or estimator.name == recorded_estimator(record)
 
 
-def _roi_sigmas(
+def _roi_readings(
     record: SweepRecord,
     estimate: Callable[[Frame], DefocusEstimate],
     progress: Callable[[int, int], None] | None = None,
-) -> dict[str, NDArray[np.float64]]:
-    """Per-ROI robust blur of every frame of a sweep, read as autofocus reads a region
-    (`roi_reading`: a learned confidence gates the pixels)."""
+) -> tuple[Curves, Curves]:
+    """Per-ROI robust blur and local contrast of every frame of a sweep, read as autofocus
+    reads a region (`roi_reading`: a learned confidence gates the pixels), in one pass."""
     rois = record.rois
-    out = {n: np.full(len(record), np.nan) for n in rois}
+    sigmas = {n: np.full(len(record), np.nan) for n in rois}
+    contrasts = {n: np.full(len(record), np.nan) for n in rois}
     for i in range(len(record)):
         frame = record.read_frame(i)
         est = estimate(frame)
         gray = to_gray_float(frame.image, frame.bit_depth)
         for n, roi in rois.items():
-            out[n][i] = roi_reading(est, gray, roi.as_tuple()).sigma_px
+            reading = roi_reading(est, gray, roi.as_tuple())
+            sigmas[n][i], contrasts[n][i] = reading.sigma_px, reading.contrast
         if progress is not None:
             progress(i + 1, len(record))
-    return out
+    return sigmas, contrasts
 
 
 def sweep_contrasts(record: SweepRecord) -> dict[str, NDArray[np.float64]]:
-    """Per-ROI median local contrast of every frame (`RoiSigma.contrast`; no estimator)."""
+    """Per-ROI median local contrast of every frame (`RoiSigma.contrast`; no estimator):
+    for a calibration that reuses the sweep's recorded blur and so reads no frame else."""
     out = {n: np.full(len(record), np.nan) for n in record.rois}
     for i in range(len(record)):
         frame = record.read_frame(i)
@@ -157,9 +177,9 @@ def coarse_sigmas(
     progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, NDArray[np.float64]]:
     """Per-ROI blur estimated on downscaled frames (every estimator takes `downscale`)."""
-    return _roi_sigmas(
+    return _roi_readings(
         record, lambda f: estimator.estimate(f.image, f.bit_depth, downscale=downscale), progress
-    )
+    )[0]
 
 
 def needs_coarse_pass(sigmas: Mapping[str, NDArray[np.float64]], sigma_max_px: float) -> bool:
@@ -210,7 +230,7 @@ def calibrate_sweep(
     """
     record = load_sweep(sweep_dir)
     reused = reuses_recorded(record, estimator, prefer_recorded)
-    sigmas, est_name = sweep_sigmas(record, estimator, progress, prefer_recorded)
+    sigmas, contrasts, est_name = sweep_readings(record, estimator, progress, prefer_recorded)
     # the estimator's range limits the blur it can report: drop readings at its ceiling
     same = estimator is not None and estimator.name == est_name
     sigma_max = estimator.sigma_max_px if same and estimator is not None else None
@@ -272,7 +292,9 @@ def calibrate_sweep(
             for n, r in rejected.items()
         ],
     )
-    calibration = _with_contrast_curves(calibration, sigmas, sweep_contrasts(record))
+    if contrasts is None:  # the recorded blur was reused: read the frames for contrast only
+        contrasts = sweep_contrasts(record)
+    calibration = _with_contrast_curves(calibration, sigmas, contrasts)
     return CalibrationRun(
         calibration, record, sigmas, fits, rejected, coarse, wanted, assessments, reused
     )

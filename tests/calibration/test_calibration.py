@@ -31,10 +31,13 @@ from hdme_focus.calibration.model import (
 )
 from hdme_focus.cli.app import app
 from hdme_focus.config import CameraConfig, InstrumentConfig, to_toml
+from hdme_focus.core.frame import Frame
+from hdme_focus.estimation.registry import create_estimator
 from hdme_focus.instrument.calibrate import calibrate_sweep
 from hdme_focus.instrument.devices import open_instrument
 from hdme_focus.instrument.sweep import default_rois, plan_positions, run_sweep
 from hdme_focus.optics import ThinLens
+from hdme_focus.records import SweepRecord
 
 runner = CliRunner()
 
@@ -350,3 +353,25 @@ def test_cli_calibrate_one_sided_sweep_says_what_to_record(tmp_path: Path) -> No
     assert result.exit_code == 2
     assert "no minimum inside the swept range" in result.stderr
     assert not (tmp_path / "c.json").exists()
+
+
+def test_calibrating_with_an_estimator_reads_each_frame_once(
+    oracle_sweep: tuple[Path, InstrumentConfig], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Blur and contrast curves come from one reading of each frame (the same gated
+    reading autofocus makes), not a second pass over the sweep for the contrast."""
+    sweep_dir, _ = oracle_sweep
+    reads: list[int] = []
+    original = SweepRecord.read_frame
+
+    def counting(self: SweepRecord, index: int) -> Frame:
+        reads.append(index)
+        return original(self, index)
+
+    monkeypatch.setattr(SweepRecord, "read_frame", counting)
+    run = calibrate_sweep(sweep_dir, create_estimator("reblur", "cpu"))
+    n = len(run.record)
+    assert sorted(set(reads)) == list(range(n))
+    passes = 2 if run.coarse_sigmas else 1  # a coarse pass re-reads at another scale
+    assert len(reads) <= passes * n + 1, len(reads)  # plus the frame-size probe
+    assert all(r.contrast_curve for r in run.calibration.rois)
