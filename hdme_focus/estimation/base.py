@@ -9,6 +9,7 @@ estimators work without it.
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
@@ -122,15 +123,72 @@ def enlarge(small: F32, shape: tuple[int, ...]) -> F32:
     return np.asarray(cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR), dtype=np.float32)
 
 
-def texture_mask(
-    gray01: ArrayLike, threshold: float = TEXTURE_STD, window_px: int = 15
-) -> NDArray[np.bool_]:
-    """Pixels with enough local contrast for blur to be measurable.
+# Immerkaer's kernel: the difference of two Laplacians, blind to planes and to quadratics,
+# so on a white-noise frame of std n it responds with std 6 n (its weights' squares sum to 36)
+_NOISE_KERNEL = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], dtype=np.float32)
 
-    Local standard deviation over a window, relative to full scale; flat regions
-    carry no defocus information for any estimator.
+
+NOISE_BLOCK_PX = 32  # the frame is read for noise in blocks this size ...
+NOISE_BLOCK_QUANTILE = 0.1  # ... and the quietest tenth of them speak for it
+
+
+def frame_noise_std(gray01: ArrayLike) -> float:
+    """The frame's white-noise std (full scale), from its finest-scale residual.
+
+    J. Immerkaer, "Fast noise variance estimation", CVIU 64(2), 1996, made robust:
+    the median residual of each 32 px block, and the quietest tenth of the blocks,
+    so sharp fine texture (which the kernel also sees) does not pass for noise
+    where flatter or blurred parts of the frame show the camera's own.
     """
-    return np.asarray(local_std(gray01, window_px) > threshold)
+    g = np.asarray(gray01, dtype=np.float32)
+    if g.shape[0] < 3 or g.shape[1] < 3:
+        return 0.0
+    r = np.abs(cv2.filter2D(g, -1, _NOISE_KERNEL, borderType=cv2.BORDER_REFLECT)[1:-1, 1:-1])
+    b = NOISE_BLOCK_PX
+    ny, nx = r.shape[0] // b, r.shape[1] // b
+    if ny * nx < 4:
+        med = float(np.median(r))
+    else:
+        blocks = r[: ny * b, : nx * b].reshape(ny, b, nx, b).transpose(0, 2, 1, 3)
+        per_block = np.median(blocks.reshape(ny * nx, b * b), axis=1)
+        med = float(np.quantile(per_block, NOISE_BLOCK_QUANTILE))
+    return 1.4826 * med / 6.0
+
+
+def noise_variance_bound(window_px: int, z: float = 4.0) -> float:
+    """How far above n^2 pure noise's local variance reaches in a window: z standard
+    errors of the sample variance of window_px^2 pixels (sqrt(2 / N) relative), 1.38
+    for 15 px, so a flat noisy region does not pass for texture by chance."""
+    return 1.0 + z * math.sqrt(2.0 / (window_px * window_px))
+
+
+def contrast_beyond_noise(local_std_: F32, noise_std: float, window_px: int = 15) -> F32:
+    """sqrt(max(s^2 - b n^2, 0)) of a local std map s, b the chance bound above."""
+    floor = np.float32(noise_variance_bound(window_px) * noise_std * noise_std)
+    s = np.asarray(local_std_, dtype=np.float32)
+    return np.asarray(np.sqrt(np.maximum(s * s - floor, 0.0)), dtype=np.float32)
+
+
+def texture_contrast(gray01: ArrayLike, window_px: int = 15, noise_std: float | None = None) -> F32:
+    """Local std beyond the frame's noise: the structure a blur could act on. A flat wall
+    seen by a noisy camera has a local std of its noise, and none of it is texture.
+    noise_std None: estimated from the frame (`frame_noise_std`)."""
+    n = frame_noise_std(gray01) if noise_std is None else float(noise_std)
+    return contrast_beyond_noise(local_std(gray01, window_px), n, window_px)
+
+
+def texture_mask(
+    gray01: ArrayLike,
+    threshold: float = TEXTURE_STD,
+    window_px: int = 15,
+    noise_std: float | None = None,
+) -> NDArray[np.bool_]:
+    """Pixels with enough local contrast beyond the noise for blur to be measurable.
+
+    Flat regions carry no defocus information for any estimator. noise_std=0 keeps
+    the raw local std (the held-out metrics' fixed definition, `evaluate`).
+    """
+    return np.asarray(texture_contrast(gray01, window_px, noise_std) > threshold)
 
 
 def local_std(gray01: ArrayLike, window_px: int = 15) -> F32:
@@ -144,12 +202,13 @@ def local_std(gray01: ArrayLike, window_px: int = 15) -> F32:
 def texture_confidence(gray01: F32, window_px: int = 15) -> F32:
     """Heuristic confidence for estimators without their own: texture, and not clipped.
 
-    s / (s + TEXTURE_STD) of the local std s: 0.5 at the texture threshold, towards 1
-    on strong texture, 0 on flat regions (no blur information) and on saturated
-    pixels (clipping destroys the edge profile every estimator reads).
+    c / (c + TEXTURE_STD) of the local contrast c beyond the noise (`texture_contrast`):
+    0.5 at the texture threshold, towards 1 on strong texture, 0 on flat regions (no
+    blur information, however noisy) and on saturated pixels (clipping destroys the
+    edge profile every estimator reads).
     """
-    s = local_std(gray01, window_px)
-    conf = s / (s + np.float32(TEXTURE_STD))
+    c = texture_contrast(gray01, window_px)
+    conf = c / (c + np.float32(TEXTURE_STD))
     conf[saturation_mask(gray01)] = 0.0
     return conf.astype(np.float32)
 
@@ -232,6 +291,9 @@ def roi_sigma(
 ) -> RoiSigma:
     """Median sigma over the textured pixels of an ROI (x, y, w, h); NaN if too flat.
 
+    Textured: local contrast beyond the frame's noise above TEXTURE_STD, so a
+    flat region under a noisy camera is flat, not "textured" by its noise.
+
     With the estimator's per-pixel confidence, only pixels at or above
     min_confidence count (NaN when too few are), and the result carries the
     ROI's mean confidence.
@@ -239,6 +301,7 @@ def roi_sigma(
     sig = np.asarray(sigma_map_px, dtype=np.float32)
     g = np.asarray(gray01, dtype=np.float32)
     conf = None if confidence is None else np.asarray(confidence, dtype=np.float32)
+    noise = frame_noise_std(g)  # the whole frame's: a sharp ROI's own texture reads as noise
     if roi is not None:
         x, y, w, h = roi
         sig = sig[y : y + h, x : x + w]
@@ -247,8 +310,9 @@ def roi_sigma(
     if sig.size == 0:
         raise ImageInputError(f"ROI {roi} is empty")
     sat = saturation_mask(g)
-    spread = local_std(g)
-    use = (spread > TEXTURE_STD) & ~sat & np.isfinite(sig)
+    spread = local_std(g)  # raw: the contrast calibrations record
+    excess = contrast_beyond_noise(spread, noise)
+    use = (excess > TEXTURE_STD) & ~sat & np.isfinite(sig)
     mean_conf = None
     if conf is not None:
         use &= conf >= min_confidence

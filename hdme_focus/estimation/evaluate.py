@@ -78,7 +78,7 @@ def evaluate(
                 f"{estimator.name} returned shape {pred.shape} for an image of {img.shape}"
             )
         preds[k] = pred
-        masks[k] = texture_mask(img)
+        masks[k] = texture_mask(img, noise_std=0.0)  # raw local std: a fixed definition
     wall = time.perf_counter() - start
     report: dict[str, Any] = {
         "estimator": estimator.name,

@@ -3,6 +3,8 @@ per-pixel confidence, calibrated through a Laplace error scale, used by ROI stat
 
 from __future__ import annotations
 
+from typing import Any
+
 import cv2
 import numpy as np
 import pytest
@@ -26,6 +28,15 @@ def _texture(seed: int = 0) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     x = torch.rand(1, 1, 64, 64, generator=g)
     return torch.nn.functional.avg_pool2d(x, 3, 1, 1)
+
+
+def _textured_frame(shape: tuple[int, int], seed: int) -> np.ndarray[Any, np.dtype[np.float32]]:
+    """Smoothed noise in [0.05, 0.95]: texture, where raw white noise would be read as the
+    camera's noise (`base.frame_noise_std`) and not as texture."""
+    raw = np.random.default_rng(seed).random(shape).astype(np.float32)
+    smooth = cv2.GaussianBlur(raw, (0, 0), 1.5)
+    lo, hi = float(smooth.min()), float(smooth.max())
+    return np.asarray(0.05 + 0.9 * (smooth - lo) / (hi - lo), dtype=np.float32)
 
 
 def test_local_contrast_normalisation_ignores_gain_and_offset() -> None:
@@ -75,7 +86,7 @@ def test_uncertainty_head_learns_a_larger_scale_where_errors_are_larger() -> Non
 def test_estimate_gives_the_learned_confidence_and_roi_sigma_uses_it() -> None:
     model = build_model("hdme-lite-conf")
     est = HDMEEstimator(model, sigma_max_px=10.0, device="cpu")
-    frame = np.random.default_rng(0).random((48, 64)).astype(np.float32)
+    frame = _textured_frame((48, 64), 0)
     out = est.estimate(frame)
     assert out.sigma_px.shape == out.confidence.shape == frame.shape
     assert float(out.confidence.min()) >= 0.0 and float(out.confidence.max()) <= 1.0
@@ -110,7 +121,7 @@ def test_a_downscaled_reading_keeps_its_confidence_and_scales_its_error() -> Non
 def test_roi_reading_gates_by_a_learned_confidence_and_not_by_a_heuristic_one() -> None:
     from hdme_focus.estimation.base import DefocusEstimate
 
-    frame = np.random.default_rng(2).random((32, 32)).astype(np.float32)  # all textured
+    frame = _textured_frame((32, 32), 2)  # all textured
     sigma = np.full(frame.shape, 2.0, np.float32)
     low = np.full(frame.shape, MIN_LEARNED_CONFIDENCE / 2, np.float32)
     learned = DefocusEstimate(sigma, low, scale_from_confidence(low, 10.0))

@@ -111,8 +111,9 @@ def test_jpeg_compressed_frame_reads_its_blur(sigma_px: float) -> None:
     assert _within(value, sigma_px), value
 
 
-@known_miss("95th percentile of the confidence on a flat noisy frame 0.30 (texture heuristic)")
 def test_featureless_frame_has_low_confidence_everywhere() -> None:
+    """The default's texture heuristic counts only contrast beyond the frame's noise (it
+    read 0.30 at the 95th percentile when the noise counted as texture)."""
     rng = np.random.default_rng(3)
     flat = np.clip(0.5 + rng.normal(0, 0.004, (SIZE_PX, SIZE_PX)), 0, 1).astype(np.float32)
     conf = default().estimate(flat).confidence
@@ -146,6 +147,29 @@ def test_the_learned_confidence_is_low_on_a_featureless_frame_and_autofocus_refu
         moves = inst.stage.moves
         with pytest.raises(AutofocusRefused):
             autofocus_hdme(inst, Roi(40, 30, 80, 60), est, cal, HdmeOptions("auto"))
+        assert inst.stage.position_mm() == 1.6 and inst.stage.moves == moves
+
+
+def test_a_blank_wall_under_a_noisy_camera_is_refused_by_the_default(tmp_path: Path) -> None:
+    """Camera noise above the texture threshold (std ~0.017 of full scale: 300 e- of a
+    1000 e- well) is not texture: the default refuses without moving (it read the noise as
+    texture, 100 % of the ROI, and moved on a 7 px "blur")."""
+    wall = np.full((120, 160), 128, np.uint8)
+    cv2.imwrite(str(tmp_path / "wall.png"), wall)
+    np.save(tmp_path / "depth.npy", np.full((120, 160), 1300.0))
+    cfg = InstrumentConfig(
+        camera=CameraConfig(width_px=160, height_px=120, full_well_e=1000.0, exposure_ms=1.0),
+        scene=SceneConfig(name="image", image=tmp_path / "wall.png", depth=tmp_path / "depth.npy"),
+    )
+    with open_instrument(cfg) as inst:
+        frame = inst.camera.capture()
+        gray = frame.image.astype(np.float32) / (2**frame.bit_depth - 1)
+        assert float(gray.std()) > 0.012  # the camera's noise is above TEXTURE_STD
+        cal = truth_calibration(inst)
+        inst.stage.travel_to(1.6)
+        moves = inst.stage.moves
+        with pytest.raises(AutofocusRefused):
+            autofocus_hdme(inst, Roi(40, 30, 80, 60), default(), cal, HdmeOptions("auto"))
         assert inst.stage.position_mm() == 1.6 and inst.stage.moves == moves
 
 

@@ -72,7 +72,7 @@ def error_scale_factor(weights: Path, recipe: TrainRecipe) -> dict[str, float]:
         out = est.estimate(img)
         if out.scale_px is None:
             raise ValueError(f"{weights}: no learned error scale to calibrate")
-        use = texture_mask(img)
+        use = texture_mask(img, noise_std=0.0)  # the metrics' fixed definition
         ratios.append(np.abs(out.sigma_px - truth)[use] / np.maximum(out.scale_px[use], 1e-6))
     r = np.concatenate(ratios)
     before = float(np.mean(r <= LAPLACE_68))

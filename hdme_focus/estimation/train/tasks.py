@@ -119,7 +119,7 @@ class SigmaMapTask:
             preds.append(model(xb).float().cpu()[:, 0].numpy())
         model.train()
         p = np.concatenate(preds)
-        mask = np.stack([texture_mask(im) for im in val["images"]])
+        mask = np.stack([texture_mask(im, noise_std=0.0) for im in val["images"]])
         err = np.abs(p - y)
         return {
             "val_mae_px": float(err.mean()),
@@ -183,7 +183,7 @@ class PatchClassTask:
         sigma, _ = read_out(logits, values)
         truth = torch.from_numpy(val["sigma_px"]).mean(dim=(1, 2))
         err = (sigma - truth).abs().numpy()
-        textured = np.array([texture_mask(im).mean() > 0.5 for im in val["images"]])
+        textured = np.array([texture_mask(im, noise_std=0.0).mean() > 0.5 for im in val["images"]])
         return {
             "val_mae_px": float(err.mean()),
             "val_mae_norm_textured": float(err[textured].mean() / smax)
