@@ -66,18 +66,22 @@ class Cached:
         self._maps: dict[bytes, Any] = {}
         self.seconds = 0.0
 
-    def predict(self, image: Any, bit_depth: int | None = None) -> F32:
+    def _key(self, gray: F32, downscale: float) -> bytes:
+        return hashlib.sha1(gray.tobytes() + repr(float(downscale)).encode()).digest()
+
+    def predict(self, image: Any, bit_depth: int | None = None, downscale: float = 1.0) -> F32:
         gray = to_gray_float(image, bit_depth)
-        key = hashlib.sha1(gray.tobytes()).digest()
+        key = self._key(gray, downscale)
         if key not in self._maps:
             t0 = time.perf_counter()
-            self._maps[key] = self.base.estimate(gray)
+            self._maps[key] = self.base.estimate(gray, downscale=downscale)
             self.seconds += time.perf_counter() - t0
         return np.asarray(self._maps[key].sigma_px, dtype=np.float32)
 
-    def estimate(self, image: Any, bit_depth: int | None = None) -> Any:
-        self.predict(image, bit_depth)
-        return self._maps[hashlib.sha1(to_gray_float(image, bit_depth).tobytes()).digest()]
+    def estimate(self, image: Any, bit_depth: int | None = None, downscale: float = 1.0) -> Any:
+        """The base estimator's estimate (same keywords as `DefocusEstimator.estimate`)."""
+        self.predict(image, bit_depth, downscale)
+        return self._maps[self._key(to_gray_float(image, bit_depth), downscale)]
 
 
 def load(name: str) -> Any | None:
@@ -306,7 +310,8 @@ def markdown(
         "# Fusion and refinement",
         "",
         f"Machine: {m['cpu']} ({m['cpu_cores']} cores), {m['platform']}, torch {m['torch']}, "
-        f"{meta['threads']} thread(s); GPU: {m['cuda'] or 'none'}. Command: `{meta['command']}` "
+        f"{meta['threads']} thread(s); GPU: {m.get('cuda') or 'none'}. "
+        f"Command: `{meta['command']}` "
         f"({meta['seconds']:.0f} s).",
         "",
         f"## Fusion on simulator sweeps ({meta['size_px']} x {meta['size_px'] * 3 // 4} px)",
@@ -402,7 +407,7 @@ def main() -> None:
         "machine": machine(),
         "threads": args.threads,
         "size_px": args.size,
-        "command": "nice -n 10 python " + " ".join(sys.argv),
+        "command": "python " + " ".join(sys.argv),
         "estimators": list(estimators),
         "estimator_seconds": {n: round(e.seconds, 1) for n, e in estimators.items()},
         "seconds": time.perf_counter() - t0,

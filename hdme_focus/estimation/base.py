@@ -288,6 +288,7 @@ def roi_sigma(
     min_textured_fraction: float = 0.02,
     confidence: ArrayLike | None = None,
     min_confidence: float = 0.5,
+    noise_std: float | None = None,
 ) -> RoiSigma:
     """Median sigma over the textured pixels of an ROI (x, y, w, h); NaN if too flat.
 
@@ -296,12 +297,15 @@ def roi_sigma(
 
     With the estimator's per-pixel confidence, only pixels at or above
     min_confidence count (NaN when too few are), and the result carries the
-    ROI's mean confidence.
+    ROI's mean confidence. noise_std: the frame's (`frame_noise_std` of the whole
+    frame, estimated when None): pass it when reading several ROIs of one frame, or
+    an ROI of a crop, so every reading judges texture against the same noise.
     """
     sig = np.asarray(sigma_map_px, dtype=np.float32)
     g = np.asarray(gray01, dtype=np.float32)
     conf = None if confidence is None else np.asarray(confidence, dtype=np.float32)
-    noise = frame_noise_std(g)  # the whole frame's: a sharp ROI's own texture reads as noise
+    # the whole frame's: in the ROI alone, a sharp region's own texture would read as noise
+    noise = frame_noise_std(g) if noise_std is None else float(noise_std)
     if roi is not None:
         x, y, w, h = roi
         sig = sig[y : y + h, x : x + w]
@@ -328,17 +332,22 @@ def roi_sigma(
 
 
 def roi_reading(
-    estimate: DefocusEstimate, gray01: ArrayLike, roi: tuple[int, int, int, int] | None = None
+    estimate: DefocusEstimate,
+    gray01: ArrayLike,
+    roi: tuple[int, int, int, int] | None = None,
+    noise_std: float | None = None,
 ) -> RoiSigma:
     """The ROI's blur as autofocus reads it: a learned confidence gates the pixels
     (MIN_LEARNED_CONFIDENCE) and is the ROI's confidence; a heuristic one is not used
-    (the texture mask already gates, `RoiSigma.confidence` discounts the spread)."""
+    (the texture mask already gates, `RoiSigma.confidence` discounts the spread).
+    noise_std as in `roi_sigma`."""
     if not estimate.learned:
-        return roi_sigma(estimate.sigma_px, gray01, roi)
+        return roi_sigma(estimate.sigma_px, gray01, roi, noise_std=noise_std)
     return roi_sigma(
         estimate.sigma_px,
         gray01,
         roi,
         confidence=estimate.confidence,
         min_confidence=MIN_LEARNED_CONFIDENCE,
+        noise_std=noise_std,
     )

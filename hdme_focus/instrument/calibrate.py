@@ -34,7 +34,13 @@ from hdme_focus.calibration.model import (
 )
 from hdme_focus.core.atomic import write_figure_atomic
 from hdme_focus.core.frame import Frame, to_gray_float
-from hdme_focus.estimation.base import DefocusEstimate, DefocusEstimator, roi_reading, roi_sigma
+from hdme_focus.estimation.base import (
+    DefocusEstimate,
+    DefocusEstimator,
+    frame_noise_std,
+    roi_reading,
+    roi_sigma,
+)
 from hdme_focus.records import SweepRecord, load_sweep, roi_column
 
 SIGMA = "sigma_px"
@@ -132,8 +138,9 @@ def _roi_readings(
         frame = record.read_frame(i)
         est = estimate(frame)
         gray = to_gray_float(frame.image, frame.bit_depth)
+        noise = frame_noise_std(gray)
         for n, roi in rois.items():
-            reading = roi_reading(est, gray, roi.as_tuple())
+            reading = roi_reading(est, gray, roi.as_tuple(), noise)
             sigmas[n][i], contrasts[n][i] = reading.sigma_px, reading.contrast
         if progress is not None:
             progress(i + 1, len(record))
@@ -148,8 +155,9 @@ def sweep_contrasts(record: SweepRecord) -> dict[str, NDArray[np.float64]]:
         frame = record.read_frame(i)
         gray = to_gray_float(frame.image, frame.bit_depth)
         blank = np.zeros(gray.shape, dtype=np.float32)
+        noise = frame_noise_std(gray)
         for n, roi in record.rois.items():
-            out[n][i] = roi_sigma(blank, gray, roi.as_tuple()).contrast
+            out[n][i] = roi_sigma(blank, gray, roi.as_tuple(), noise_std=noise).contrast
     return out
 
 

@@ -5,9 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hdme_focus.core.frame import F32
+from hdme_focus.core.frame import F32, Frame
+from hdme_focus.core.roi import Roi
 from hdme_focus.estimation import eval_render as er
 from hdme_focus.estimation.base import frame_noise_std, roi_sigma, texture_mask
+from hdme_focus.estimation.registry import create_estimator
+from hdme_focus.instrument.autofocus import estimate_roi
 
 
 def _textured(
@@ -39,3 +42,17 @@ def test_pure_noise_is_not_texture_and_faint_structure_above_it_is() -> None:
     truth = er.textured_truth(clean, "mid").mean()  # noise-free local contrast above the noise
     assert texture_mask(img).mean() == pytest.approx(truth, abs=0.1)
     assert texture_mask(img, noise_std=0.0).mean() > 0.99  # raw local std: noise counts
+
+
+def test_an_roi_read_with_a_margin_judges_texture_against_the_whole_frames_noise() -> None:
+    """A sharp, fine-grained region in a quiet frame: in a small crop its own texture is
+    most of what the noise estimate sees, so a crop would call it noise and refuse it."""
+    rng = np.random.default_rng(4)
+    gray = np.clip(0.5 + rng.normal(0, 0.004, (240, 320)), 0, 1)
+    gray[90:150, 130:190] += rng.uniform(-0.08, 0.08, (60, 60))  # in focus, pixel-fine
+    frame = Frame(np.round(gray * 255).astype(np.uint8), exposure_ms=1.0, timestamp_s=0.0)
+    roi, est = Roi(130, 90, 60, 60), create_estimator("reblur", "cpu")
+    whole = estimate_roi(frame, roi, est)
+    cropped = estimate_roi(frame, roi, est, margin_px=0)
+    assert whole.textured_fraction > 0.9
+    assert cropped.textured_fraction == pytest.approx(whole.textured_fraction, abs=0.05)
