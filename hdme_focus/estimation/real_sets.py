@@ -14,8 +14,8 @@ Neither set has a blur ground truth, so each is scored by what a user relies on:
   every pixel: far from focus the blurred flake has too little contrast for the
   texture mask, and a reading that dissolves into noise must count) with
   |defocus|; beside it the box as autofocus reads it (gated), over the frames it
-  reads, with how many it refuses; on the three nearly empty fields, whether the whole-frame reading
-  is refused (no measurable texture) and its mean confidence.
+  reads, with how many it refuses; on the three nearly empty fields, whether the
+  whole-frame reading is refused (no measurable texture) and its mean confidence.
 
 The data is not part of the package: callers pass its folder, and `find_shared`
 returns None when it is absent so tests skip cleanly.

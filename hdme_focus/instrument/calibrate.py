@@ -149,7 +149,7 @@ def _roi_readings(
 
 def sweep_contrasts(record: SweepRecord) -> dict[str, NDArray[np.float64]]:
     """Per-ROI median local contrast of every frame (`RoiSigma.contrast`; no estimator):
-    for a calibration that reuses the sweep's recorded blur and so reads no frame else."""
+    for a calibration that reuses the sweep's recorded blur, and so has read no frame."""
     out = {n: np.full(len(record), np.nan) for n in record.rois}
     for i in range(len(record)):
         frame = record.read_frame(i)
