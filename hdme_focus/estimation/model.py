@@ -79,7 +79,7 @@ PRESETS: dict[str, HDMENetConfig] = {
     # Faithful to HDME-Net (HRNetV2-W48 with a stride-1 stem); ~63.6 M parameters.
     "hdme-w48": HDMENetConfig(),
     # Compact default for a CPU autofocus loop: 8-wide full-resolution branch, one module per
-    # stage; ~0.17 M parameters, ~220 ms per 512x512 frame on 2 CPU cores (docs/benchmarks).
+    # stage; ~0.17 M parameters, ~136 ms per 512x512 frame on 2 CPU cores (docs/benchmarks).
     "hdme-lite": HDMENetConfig(
         stem_width=8,
         stem_block="basic",
@@ -101,6 +101,22 @@ PRESETS: dict[str, HDMENetConfig] = {
 # hdme-lite reading local contrast and predicting its own error scale (issue 11).
 PRESETS["hdme-lite-conf"] = PRESETS["hdme-lite"].model_copy(
     update={"input_norm": "lcn", "uncertainty": True}
+)
+# A GPU-sized option (issue 11 item 5), no weights shipped yet: 16-wide full-resolution
+# branch, 2 blocks per branch, 1-2-2 modules, local contrast input and the error head;
+# 2.4 M parameters (9.1 MiB fp32: small enough to ship and to bring back from a lent GPU,
+# which the 254 MB W48 is not), ~1 s per 512 px frame on 2 CPU cores unfused (measured
+# 2026-12-01), so a GPU option, not a CPU default. Recipe: recipes/hdme-w16-conf-gpu.toml.
+PRESETS["hdme-w16-conf"] = PRESETS["hdme-lite"].model_copy(
+    update={
+        "stem_width": 16,
+        "stem_blocks": 2,
+        "stage_widths": ((16, 32), (16, 32, 64), (16, 32, 64, 128)),
+        "stage_modules": (1, 2, 2),
+        "blocks_per_branch": 2,
+        "input_norm": "lcn",
+        "uncertainty": True,
+    }
 )
 DEFAULT_PRESET = "hdme-lite"
 
