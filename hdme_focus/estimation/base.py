@@ -141,7 +141,9 @@ def frame_noise_std(gray01: ArrayLike) -> float:
     where flatter or blurred parts of the frame show the camera's own.
     """
     g = np.asarray(gray01, dtype=np.float32)
-    if g.shape[0] < 3 or g.shape[1] < 3:
+    if g.ndim == 3:  # a colour frame: its gray, as every estimator reads it
+        g = np.asarray(g.mean(axis=2), dtype=np.float32)
+    if g.ndim != 2 or g.shape[0] < 3 or g.shape[1] < 3:
         return 0.0
     r = np.abs(cv2.filter2D(g, -1, _NOISE_KERNEL, borderType=cv2.BORDER_REFLECT)[1:-1, 1:-1])
     b = NOISE_BLOCK_PX

@@ -32,6 +32,13 @@ def test_the_noise_of_a_textured_frame_is_read_from_its_quiet_parts(noise: er.No
         assert frame_noise_std(img) == pytest.approx(truth, rel=0.35), (sigma, truth)
 
 
+def test_a_colour_frame_and_a_tiny_one_give_a_noise_estimate() -> None:
+    img = _textured(2.0, 0.6, "mid")[0]
+    rgb = np.repeat(img[:, :, None], 3, axis=2)
+    assert frame_noise_std(rgb) == pytest.approx(frame_noise_std(img), rel=1e-5)
+    assert frame_noise_std(img[:2, :2]) == 0.0
+
+
 def test_pure_noise_is_not_texture_and_faint_structure_above_it_is() -> None:
     rng = np.random.default_rng(1)
     for std in (0.004, 0.015, 0.03):
