@@ -160,6 +160,10 @@ def _stats(err: np.ndarray[Any, Any]) -> dict[str, float]:
     return {"n": int(err.size), "mae_px": float(np.abs(err).mean()), "bias_px": float(err.mean())}
 
 
+# the groups each image's sums are kept for, in order: 0-8 px, then every bin
+SUM_GROUPS = ("0-8", *(f"{lo:g}-{hi:g}" for lo, hi in BINS_PX))
+
+
 def _image_sums(truth: np.ndarray[Any, Any], err: np.ndarray[Any, Any]) -> list[float]:
     """Per image: (n, sum |e|, sum e) for 0-8 px and then each bin, for the bootstrap."""
     masks = [truth <= 8.0, *((truth >= lo) & (truth < hi) for lo, hi in BINS_PX)]
@@ -175,9 +179,8 @@ def bootstrap(sums: np.ndarray[Any, Any], seed: int = SEED) -> dict[str, Any]:
     rng = np.random.default_rng(seed)
     counts = rng.multinomial(len(sums), np.full(len(sums), 1.0 / len(sums)), BOOTSTRAP_DRAWS)
     tot = counts @ sums  # draws x (n, |e|, e) per group
-    names = ["0-8", *(f"{lo:g}-{hi:g}" for lo, hi in BINS_PX)]
     out: dict[str, Any] = {}
-    for i, name in enumerate(names):
+    for i, name in enumerate(SUM_GROUPS):
         n, abs_e, e = tot[:, 3 * i], tot[:, 3 * i + 1], tot[:, 3 * i + 2]
         ok = n > 0
         if not ok.any():
@@ -250,8 +253,7 @@ def score_synthetic(
         "coverage_68": float(np.concatenate(inside).mean()) if inside else None,
         "bootstrap_95": bootstrap(np.asarray(sums, dtype=np.float64)),
         "images_scored": {
-            name: int(sum(1 for row in sums if row[3 * i] > 0))
-            for i, name in enumerate(["0-8", *(f"{lo:g}-{hi:g}" for lo, hi in BINS_PX)])
+            name: int(sum(1 for row in sums if row[3 * i] > 0)) for i, name in enumerate(SUM_GROUPS)
         },
     }
     return rep
