@@ -9,7 +9,6 @@ estimators work without it.
 
 from __future__ import annotations
 
-import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
@@ -19,6 +18,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from hdme_focus.core.frame import F32, ImageInputError, saturation_mask, to_gray_float
+from hdme_focus.estimation.noise import FrameNoise, contrast_beyond_noise, frame_noise
 
 MIN_DOWNSCALED_PX = 8  # a downscaled frame keeps at least this many pixels per side
 TEXTURE_STD = 0.01  # local std (full scale) at which a pixel counts as textured
@@ -123,82 +123,43 @@ def enlarge(small: F32, shape: tuple[int, ...]) -> F32:
     return np.asarray(cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR), dtype=np.float32)
 
 
-# Immerkaer's kernel: the difference of two Laplacians, blind to planes and to quadratics,
-# so on a white-noise frame of std n it responds with std 6 n (its weights' squares sum to 36)
-_NOISE_KERNEL = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], dtype=np.float32)
-
-
-NOISE_BLOCK_PX = 32  # the frame is read for noise in blocks this size ...
-NOISE_BLOCK_QUANTILE = 0.1  # ... and the quietest tenth of them speak for it
-
-
-def frame_noise_std(gray01: ArrayLike) -> float:
-    """The frame's white-noise std (full scale), from its finest-scale residual.
-
-    J. Immerkaer, "Fast noise variance estimation", CVIU 64(2), 1996, made robust:
-    the median residual of each 32 px block, and the quietest tenth of the blocks,
-    so sharp fine texture (which the kernel also sees) does not pass for noise
-    where flatter or blurred parts of the frame show the camera's own.
-    """
-    g = np.asarray(gray01, dtype=np.float32)
-    if g.ndim == 3:  # a colour frame: its gray, as every estimator reads it
-        g = np.asarray(g.mean(axis=2), dtype=np.float32)
-    if g.ndim != 2 or g.shape[0] < 3 or g.shape[1] < 3:
-        return 0.0
-    r = np.abs(cv2.filter2D(g, -1, _NOISE_KERNEL, borderType=cv2.BORDER_REFLECT)[1:-1, 1:-1])
-    b = NOISE_BLOCK_PX
-    ny, nx = r.shape[0] // b, r.shape[1] // b
-    if ny * nx < 4:
-        med = float(np.median(r))
-    else:
-        blocks = r[: ny * b, : nx * b].reshape(ny, b, nx, b).transpose(0, 2, 1, 3)
-        per_block = np.median(blocks.reshape(ny * nx, b * b), axis=1)
-        med = float(np.quantile(per_block, NOISE_BLOCK_QUANTILE))
-    return 1.4826 * med / 6.0
-
-
-def noise_variance_bound(window_px: int, z: float = 4.0) -> float:
-    """How far above n^2 pure noise's local variance reaches in a window: z standard
-    errors of the sample variance of window_px^2 pixels (sqrt(2 / N) relative), 1.38
-    for 15 px, so a flat noisy region does not pass for texture by chance."""
-    return 1.0 + z * math.sqrt(2.0 / (window_px * window_px))
-
-
-def contrast_beyond_noise(local_std_: F32, noise_std: float, window_px: int = 15) -> F32:
-    """sqrt(max(s^2 - b n^2, 0)) of a local std map s, b the chance bound above."""
-    floor = np.float32(noise_variance_bound(window_px) * noise_std * noise_std)
-    s = np.asarray(local_std_, dtype=np.float32)
-    return np.asarray(np.sqrt(np.maximum(s * s - floor, 0.0)), dtype=np.float32)
-
-
-def texture_contrast(gray01: ArrayLike, window_px: int = 15, noise_std: float | None = None) -> F32:
-    """Local std beyond the frame's noise: the structure a blur could act on. A flat wall
-    seen by a noisy camera has a local std of its noise, and none of it is texture.
-    noise_std None: estimated from the frame (`frame_noise_std`)."""
-    n = frame_noise_std(gray01) if noise_std is None else float(noise_std)
-    return contrast_beyond_noise(local_std(gray01, window_px), n, window_px)
+def texture_contrast(
+    gray01: ArrayLike, window_px: int = 15, noise: FrameNoise | None = None
+) -> F32:
+    """Local std beyond the camera's noise at that brightness: the structure a blur could
+    act on. A flat wall seen by a noisy camera has a local std of its noise, and none of
+    it is texture. noise None: read from the frame (`noise.frame_noise`)."""
+    mean, std = local_mean_std(gray01, window_px)
+    n = frame_noise(gray01) if noise is None else noise
+    return contrast_beyond_noise(std, mean, n, window_px)
 
 
 def texture_mask(
     gray01: ArrayLike,
     threshold: float = TEXTURE_STD,
     window_px: int = 15,
-    noise_std: float | None = None,
+    noise: FrameNoise | None = None,
 ) -> NDArray[np.bool_]:
     """Pixels with enough local contrast beyond the noise for blur to be measurable.
 
-    Flat regions carry no defocus information for any estimator. noise_std=0 keeps
+    Flat regions carry no defocus information for any estimator. noise=NO_NOISE keeps
     the raw local std (the held-out metrics' fixed definition, `evaluate`).
     """
-    return np.asarray(texture_contrast(gray01, window_px, noise_std) > threshold)
+    return np.asarray(texture_contrast(gray01, window_px, noise) > threshold)
+
+
+def local_mean_std(gray01: ArrayLike, window_px: int = 15) -> tuple[F32, F32]:
+    """Mean and standard deviation over a window_px box around each pixel (full scale)."""
+    g = np.asarray(gray01, dtype=np.float32)
+    mean = cv2.blur(g, (window_px, window_px))
+    sq = cv2.blur(g * g, (window_px, window_px))
+    std = np.sqrt(np.clip(sq - mean * mean, 0.0, None))
+    return np.asarray(mean, dtype=np.float32), np.asarray(std, dtype=np.float32)
 
 
 def local_std(gray01: ArrayLike, window_px: int = 15) -> F32:
     """Standard deviation over a window_px box around each pixel (full-scale units)."""
-    g = np.asarray(gray01, dtype=np.float32)
-    mean = cv2.blur(g, (window_px, window_px))
-    sq = cv2.blur(g * g, (window_px, window_px))
-    return np.asarray(np.sqrt(np.clip(sq - mean * mean, 0.0, None)), dtype=np.float32)
+    return local_mean_std(gray01, window_px)[1]
 
 
 def texture_confidence(gray01: F32, window_px: int = 15) -> F32:
@@ -290,7 +251,7 @@ def roi_sigma(
     min_textured_fraction: float = 0.02,
     confidence: ArrayLike | None = None,
     min_confidence: float = 0.5,
-    noise_std: float | None = None,
+    noise: FrameNoise | None = None,
 ) -> RoiSigma:
     """Median sigma over the textured pixels of an ROI (x, y, w, h); NaN if too flat.
 
@@ -299,15 +260,15 @@ def roi_sigma(
 
     With the estimator's per-pixel confidence, only pixels at or above
     min_confidence count (NaN when too few are), and the result carries the
-    ROI's mean confidence. noise_std: the frame's (`frame_noise_std` of the whole
-    frame, estimated when None): pass it when reading several ROIs of one frame, or
-    an ROI of a crop, so every reading judges texture against the same noise.
+    ROI's mean confidence. noise: the frame's (`frame_noise` of the whole frame, read
+    when None): pass it when reading several ROIs of one frame, or an ROI of a crop,
+    so every reading judges texture against the same noise.
     """
     sig = np.asarray(sigma_map_px, dtype=np.float32)
     g = np.asarray(gray01, dtype=np.float32)
     conf = None if confidence is None else np.asarray(confidence, dtype=np.float32)
     # the whole frame's: in the ROI alone, a sharp region's own texture would read as noise
-    noise = frame_noise_std(g) if noise_std is None else float(noise_std)
+    frame = frame_noise(g) if noise is None else noise
     if roi is not None:
         x, y, w, h = roi
         sig = sig[y : y + h, x : x + w]
@@ -316,8 +277,8 @@ def roi_sigma(
     if sig.size == 0:
         raise ImageInputError(f"ROI {roi} is empty")
     sat = saturation_mask(g)
-    spread = local_std(g)  # raw: the contrast calibrations record
-    excess = contrast_beyond_noise(spread, noise)
+    level, spread = local_mean_std(g)  # raw spread: the contrast calibrations record
+    excess = contrast_beyond_noise(spread, level, frame)
     use = (excess > TEXTURE_STD) & ~sat & np.isfinite(sig)
     mean_conf = None
     if conf is not None:
@@ -337,19 +298,19 @@ def roi_reading(
     estimate: DefocusEstimate,
     gray01: ArrayLike,
     roi: tuple[int, int, int, int] | None = None,
-    noise_std: float | None = None,
+    noise: FrameNoise | None = None,
 ) -> RoiSigma:
     """The ROI's blur as autofocus reads it: a learned confidence gates the pixels
     (MIN_LEARNED_CONFIDENCE) and is the ROI's confidence; a heuristic one is not used
     (the texture mask already gates, `RoiSigma.confidence` discounts the spread).
-    noise_std as in `roi_sigma`."""
+    noise as in `roi_sigma`."""
     if not estimate.learned:
-        return roi_sigma(estimate.sigma_px, gray01, roi, noise_std=noise_std)
+        return roi_sigma(estimate.sigma_px, gray01, roi, noise=noise)
     return roi_sigma(
         estimate.sigma_px,
         gray01,
         roi,
         confidence=estimate.confidence,
         min_confidence=MIN_LEARNED_CONFIDENCE,
-        noise_std=noise_std,
+        noise=noise,
     )

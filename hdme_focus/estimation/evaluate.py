@@ -22,6 +22,7 @@ from rich.table import Table
 
 from hdme_focus.estimation.base import DefocusEstimator, texture_mask
 from hdme_focus.estimation.metrics import defocus_metrics, metrics_by_bin
+from hdme_focus.estimation.noise import NO_NOISE
 from hdme_focus.estimation.sources import load_source_images
 from hdme_focus.estimation.synthesis import (
     SynthesisRecipe,
@@ -78,7 +79,7 @@ def evaluate(
                 f"{estimator.name} returned shape {pred.shape} for an image of {img.shape}"
             )
         preds[k] = pred
-        masks[k] = texture_mask(img, noise_std=0.0)  # raw local std: a fixed definition
+        masks[k] = texture_mask(img, noise=NO_NOISE)  # raw local std: a fixed definition
     wall = time.perf_counter() - start
     report: dict[str, Any] = {
         "estimator": estimator.name,

@@ -33,7 +33,8 @@ import numpy as np
 from scipy import stats
 
 from hdme_focus.core.frame import F32, to_gray_float
-from hdme_focus.estimation.base import DefocusEstimate, RoiSigma, frame_noise_std, roi_reading
+from hdme_focus.estimation.base import DefocusEstimate, RoiSigma, roi_reading
+from hdme_focus.estimation.noise import frame_noise
 
 PCB_DIR = "pcb-focus-sweep"
 FLAKE_DIR = "flake-defocus"
@@ -102,7 +103,7 @@ def score_pcb(folder: Path, estimate_fn: EstimateFn, grid: tuple[int, int] = PCB
     sig = np.full((len(boxes), len(frames)), np.nan)
     for j, f in enumerate(frames):
         est = estimate_fn(f)
-        noise = frame_noise_std(f)
+        noise = frame_noise(f)
         for i, box in enumerate(boxes):
             sig[i, j] = roi_reading(est, f, box, noise).sigma_px  # as autofocus reads a region
     dist = np.abs(np.arange(len(frames))[None, :] - focus[:, None]).astype(float)
@@ -148,8 +149,8 @@ def read_flake(
         est = estimate_fn(g)
         x, y, w, h = FLAKE_ROI
         flake = float(np.median(est.sigma_px[y : y + h, x : x + w]))
-        noise = frame_noise_std(g)
-        reading = roi_reading(est, g, noise_std=noise)
+        noise = frame_noise(g)
+        reading = roi_reading(est, g, noise=noise)
         box = roi_reading(est, g, FLAKE_ROI, noise)
         out.append(FlakeFrame(tile, defocus, reading, flake, box))
     return out

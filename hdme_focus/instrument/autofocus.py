@@ -52,7 +52,8 @@ from hdme_focus.calibration.model import (
 )
 from hdme_focus.core.frame import Frame, to_gray_float
 from hdme_focus.core.roi import Roi
-from hdme_focus.estimation.base import DefocusEstimator, RoiSigma, frame_noise_std, roi_reading
+from hdme_focus.estimation.base import DefocusEstimator, RoiSigma, roi_reading
+from hdme_focus.estimation.noise import frame_noise
 from hdme_focus.instrument.devices import Instrument
 from hdme_focus.instrument.prior import Prior, choose_prior, load_state, save_focus
 from hdme_focus.instrument.session import AutofocusRefused, AutofocusResult, Session
@@ -120,7 +121,7 @@ def estimate_roi(
     # texture is judged against the whole frame's noise, as the sweep behind the calibration
     # judged it: in a small crop of a sharp region its own fine texture would read as noise
     whole = gray if margin_px is None else to_gray_float(frame.image, frame.bit_depth)
-    return roi_reading(estimate, gray, inner, frame_noise_std(whole))
+    return roi_reading(estimate, gray, inner, frame_noise(whole))
 
 
 def _wants_coarse(sigma_px: float, roi_cal: RoiCalibration, estimator: DefocusEstimator) -> bool:

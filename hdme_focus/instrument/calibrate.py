@@ -37,10 +37,10 @@ from hdme_focus.core.frame import Frame, to_gray_float
 from hdme_focus.estimation.base import (
     DefocusEstimate,
     DefocusEstimator,
-    frame_noise_std,
     roi_reading,
     roi_sigma,
 )
+from hdme_focus.estimation.noise import frame_noise
 from hdme_focus.records import SweepRecord, load_sweep, roi_column
 
 SIGMA = "sigma_px"
@@ -138,7 +138,7 @@ def _roi_readings(
         frame = record.read_frame(i)
         est = estimate(frame)
         gray = to_gray_float(frame.image, frame.bit_depth)
-        noise = frame_noise_std(gray)
+        noise = frame_noise(gray)
         for n, roi in rois.items():
             reading = roi_reading(est, gray, roi.as_tuple(), noise)
             sigmas[n][i], contrasts[n][i] = reading.sigma_px, reading.contrast
@@ -155,9 +155,9 @@ def sweep_contrasts(record: SweepRecord) -> dict[str, NDArray[np.float64]]:
         frame = record.read_frame(i)
         gray = to_gray_float(frame.image, frame.bit_depth)
         blank = np.zeros(gray.shape, dtype=np.float32)
-        noise = frame_noise_std(gray)
+        noise = frame_noise(gray)
         for n, roi in record.rois.items():
-            out[n][i] = roi_sigma(blank, gray, roi.as_tuple(), noise_std=noise).contrast
+            out[n][i] = roi_sigma(blank, gray, roi.as_tuple(), noise=noise).contrast
     return out
 
 

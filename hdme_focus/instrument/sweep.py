@@ -20,7 +20,8 @@ from hdme_focus.core.errors import DeviceError, InterruptedBySignal
 from hdme_focus.core.frame import Frame, to_gray_float
 from hdme_focus.core.roi import Roi
 from hdme_focus.drivers.base import MotionRefused
-from hdme_focus.estimation.base import DefocusEstimator, frame_noise_std, roi_reading
+from hdme_focus.estimation.base import DefocusEstimator, roi_reading
+from hdme_focus.estimation.noise import frame_noise
 from hdme_focus.focus_measures import DEFAULT_MEASURES, check_measures, focus_measures
 from hdme_focus.instrument.devices import Instrument
 from hdme_focus.records import (
@@ -210,7 +211,7 @@ def _measure(
     if estimator is not None:
         # read as autofocus reads (roi_reading): the calibration fits what autofocus will see
         estimate = estimator.estimate(frame.image, frame.bit_depth)
-        noise = frame_noise_std(gray)  # once per frame, for every region
+        noise = frame_noise(gray)  # once per frame, for every region
         for name, roi in rois.items():
             values[roi_column(name, SIGMA_QUANTITY)] = roi_reading(
                 estimate, gray, roi.as_tuple(), noise

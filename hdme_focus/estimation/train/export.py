@@ -52,6 +52,7 @@ def error_scale_factor(weights: Path, recipe: TrainRecipe) -> dict[str, float]:
     import numpy as np
 
     from hdme_focus.estimation.base import LAPLACE_68, texture_mask
+    from hdme_focus.estimation.noise import NO_NOISE
     from hdme_focus.estimation.registry import load_estimator
     from hdme_focus.estimation.sources import load_source_images
     from hdme_focus.estimation.synthesis import make_test_set
@@ -72,7 +73,7 @@ def error_scale_factor(weights: Path, recipe: TrainRecipe) -> dict[str, float]:
         out = est.estimate(img)
         if out.scale_px is None:
             raise ValueError(f"{weights}: no learned error scale to calibrate")
-        use = texture_mask(img, noise_std=0.0)  # the metrics' fixed definition
+        use = texture_mask(img, noise=NO_NOISE)  # the metrics' fixed definition
         ratios.append(np.abs(out.sigma_px - truth)[use] / np.maximum(out.scale_px[use], 1e-6))
     r = np.concatenate(ratios)
     before = float(np.mean(r <= LAPLACE_68))

@@ -23,6 +23,7 @@ from hdme_focus.estimation.model import (
     build_patch_net,
     standardize,
 )
+from hdme_focus.estimation.noise import NO_NOISE
 from hdme_focus.estimation.patch_classifier import (
     class_values_px,
     presmooth,
@@ -119,7 +120,7 @@ class SigmaMapTask:
             preds.append(model(xb).float().cpu()[:, 0].numpy())
         model.train()
         p = np.concatenate(preds)
-        mask = np.stack([texture_mask(im, noise_std=0.0) for im in val["images"]])
+        mask = np.stack([texture_mask(im, noise=NO_NOISE) for im in val["images"]])
         err = np.abs(p - y)
         return {
             "val_mae_px": float(err.mean()),
@@ -183,7 +184,7 @@ class PatchClassTask:
         sigma, _ = read_out(logits, values)
         truth = torch.from_numpy(val["sigma_px"]).mean(dim=(1, 2))
         err = (sigma - truth).abs().numpy()
-        textured = np.array([texture_mask(im, noise_std=0.0).mean() > 0.5 for im in val["images"]])
+        textured = np.array([texture_mask(im, noise=NO_NOISE).mean() > 0.5 for im in val["images"]])
         return {
             "val_mae_px": float(err.mean()),
             "val_mae_norm_textured": float(err[textured].mean() / smax)
