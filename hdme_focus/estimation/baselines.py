@@ -38,22 +38,15 @@ from numpy.typing import NDArray
 from hdme_focus import render
 from hdme_focus.core.frame import F32
 from hdme_focus.estimation.base import GrayEstimator
+from hdme_focus.estimation.noise import IMMERKAER_KERNEL, immerkaer_std
 
 BASELINES: tuple[str, ...] = ("reblur", "focus-measure")  # registry names of the classes below
-
-_SECOND_DIFF = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], dtype=np.float32)
 
 
 def _gradient_energy(g: F32) -> F32:
     gx = cv2.Sobel(g, cv2.CV_32F, 1, 0, ksize=3, borderType=cv2.BORDER_REFLECT_101)
     gy = cv2.Sobel(g, cv2.CV_32F, 0, 1, ksize=3, borderType=cv2.BORDER_REFLECT_101)
     return np.asarray(gx * gx + gy * gy, dtype=np.float32)
-
-
-def noise_std(gray01: F32) -> float:
-    """Sensor noise (std, full-scale units) by Immerkaer's (1996) fast estimator."""
-    resp = cv2.filter2D(gray01, cv2.CV_32F, _SECOND_DIFF)[1:-1, 1:-1]
-    return float(np.sqrt(np.pi / 2.0) / 6.0 * np.mean(np.abs(resp)))
 
 
 @lru_cache(maxsize=8)
@@ -88,7 +81,7 @@ class ReblurEstimator(GrayEstimator):
         smooth = render.blur_uniform(gray01, self.presmooth_px)
         g0 = np.sqrt(_gradient_energy(smooth))
         g1 = np.sqrt(_gradient_energy(render.blur_uniform(smooth, self.reblur_px)))
-        threshold = self.edge_snr * noise_std(gray01) * _white_gradient_rms(self.presmooth_px)
+        threshold = self.edge_snr * immerkaer_std(gray01) * _white_gradient_rms(self.presmooth_px)
         lo, hi = (float(v) for v in np.percentile(smooth, [0.5, 99.5]))
         scale = 255.0 / max(hi - lo, 1e-6)
         u8 = np.clip((smooth - lo) * scale, 0, 255).astype(np.uint8)
@@ -129,7 +122,7 @@ def _band_calibration(
 
 
 def _bands(g: F32, reblur_px: tuple[float, ...]) -> list[F32]:
-    high = cv2.filter2D(g, cv2.CV_32F, _SECOND_DIFF, borderType=cv2.BORDER_REFLECT_101)
+    high = cv2.filter2D(g, cv2.CV_32F, IMMERKAER_KERNEL, borderType=cv2.BORDER_REFLECT_101)
     out = [np.asarray(high * high, dtype=np.float32), _gradient_energy(g)]
     out += [_gradient_energy(render.blur_uniform(g, s)) for s in reblur_px]
     return out

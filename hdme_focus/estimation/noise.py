@@ -21,7 +21,7 @@ from hdme_focus.core.frame import F32
 
 # Immerkaer's kernel: the difference of two Laplacians, blind to planes and to quadratics,
 # so on a white-noise frame of std n it responds with std 6 n (its weights' squares sum to 36)
-_NOISE_KERNEL = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], dtype=np.float32)
+IMMERKAER_KERNEL = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], dtype=np.float32)
 
 NOISE_BLOCK_PX = 32  # the frame is read for noise in blocks this size ...
 NOISE_BLOCK_QUANTILE = 0.1  # ... and the quietest tenth of them speak for it
@@ -74,7 +74,7 @@ def frame_noise(gray01: ArrayLike) -> FrameNoise:
     g = _gray(gray01)
     if g.ndim != 2 or g.shape[0] < 3 or g.shape[1] < 3:
         return NO_NOISE
-    r = np.abs(cv2.filter2D(g, -1, _NOISE_KERNEL, borderType=cv2.BORDER_REFLECT)[1:-1, 1:-1])
+    r = np.abs(cv2.filter2D(g, -1, IMMERKAER_KERNEL, borderType=cv2.BORDER_REFLECT)[1:-1, 1:-1])
     b = NOISE_BLOCK_PX
     ny, nx = r.shape[0] // b, r.shape[1] // b
     if ny * nx < 4:
@@ -112,6 +112,13 @@ def _slope(std: F32, level: F32, quiet_std: float, quiet_level: float) -> float:
     if den <= 0:
         return 0.0
     return float(np.clip(num / den, 0.0, quiet_std**2 / quiet_level))
+
+
+def immerkaer_std(gray01: ArrayLike) -> float:
+    """Immerkaer's (1996) estimate as published: the mean residual over the whole frame
+    (texture adds to it; the reblur baseline uses it, as its method does)."""
+    resp = cv2.filter2D(_gray(gray01), cv2.CV_32F, IMMERKAER_KERNEL)[1:-1, 1:-1]
+    return float(np.sqrt(np.pi / 2.0) / 6.0 * np.mean(np.abs(resp)))
 
 
 def noise_variance_bound(window_px: int, z: float = 4.0) -> float:
