@@ -22,7 +22,7 @@ when the folder is absent.
 
     python benchmarks/direction.py [--trials N] [--quick]
 
-Writes docs/benchmarks/direction.json and docs/benchmarks/direction.md.
+Writes direction.json and direction.md into docs/benchmarks (or --out).
 """
 
 from __future__ import annotations
@@ -334,10 +334,12 @@ def main() -> None:
     p.add_argument("--trials", type=int, default=200, help="per scene and aberration")
     p.add_argument("--quick", action="store_true", help="one scene, one aberration, 30 trials")
     p.add_argument("--report-only", action="store_true", help="rewrite the .md from the .json")
+    p.add_argument("--out", type=Path, default=DOCS, help="folder for direction.json / .md")
     args = p.parse_args()
+    out: Path = args.out
     if args.report_only:
-        data = json.loads((DOCS / "direction.json").read_text(encoding="utf-8"))
-        write_text_atomic(DOCS / "direction.md", report(data))
+        data = json.loads((out / "direction.json").read_text(encoding="utf-8"))
+        write_text_atomic(out / "direction.md", report(data))
         return
     started = time.perf_counter()
     scenes, aberrations, trials = SCENES, AXIAL_MM, args.trials
@@ -361,9 +363,10 @@ def main() -> None:
         "pcb": pcb,
         "wall_s": time.perf_counter() - started,
     }
-    write_json_atomic(DOCS / "direction.json", json_safe(results))
-    write_text_atomic(DOCS / "direction.md", report(results))
-    print((DOCS / "direction.md").read_text(encoding="utf-8"))
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / "direction.json", json_safe(results))
+    write_text_atomic(out / "direction.md", report(results))
+    print((out / "direction.md").read_text(encoding="utf-8"))
 
 
 if __name__ == "__main__":

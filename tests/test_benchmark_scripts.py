@@ -46,3 +46,11 @@ def test_the_fusion_benchmark_runs(tmp_path: Path) -> None:
     result = json.loads((tmp_path / "fusion.json").read_text())
     assert {row["fusion"] for row in result["fusion"]} >= {"classical", "reblur"}
     assert result["refine"], "the refinement part ran"
+
+
+@pytest.mark.slow
+def test_the_direction_benchmark_runs(tmp_path: Path) -> None:
+    _run("direction.py", "--quick", "--out", str(tmp_path))
+    result = json.loads((tmp_path / "direction.json").read_text())
+    assert result["trials"] == 30 and result["simulator"][0]["raw"]["trials"] > 0
+    assert "direction" in (tmp_path / "direction.md").read_text().lower()
