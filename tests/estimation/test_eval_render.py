@@ -65,3 +65,17 @@ def test_a_large_blur_read_downscaled_is_textured_where_that_pass_sees_structure
     at_1x = er.textured_truth(clean, "mid").mean()
     at_4x = er.textured_truth(clean, "mid", read_downscale=4.0).mean()
     assert at_1x < 0.2 and at_4x > 0.8
+
+
+def test_fine_detail_marks_sharp_scenes_and_not_smooth_or_blurred_ones() -> None:
+    """The benchmark's split of the 0-2 px bins: a sharp Voronoi scene has fine detail,
+    the same scene blurred 2 px and a smooth sinusoid (whose blur one frame cannot tell
+    from its own smoothness) do not."""
+    rng = np.random.default_rng(0)
+    sharp = 0.2 + 0.6 * er.voronoi_texture(128, rng)
+    assert er.fine_detail_truth(sharp, "low").mean() > 0.8
+    blurred = er.composite([sharp], [er.EvalLayer(np.ones((128, 128)), 2.0)], "gaussian")
+    assert er.fine_detail_truth(blurred, "low").mean() < 0.1
+    xx = np.mgrid[0:128, 0:128][1].astype(np.float64)
+    wave = 0.5 + 0.3 * np.sin(2 * np.pi * xx / 30.0)
+    assert er.fine_detail_truth(wave, "low").mean() == 0.0
