@@ -160,16 +160,13 @@ def load_source_images(
 # a seeded generator and returns float32 in [0, 1].
 
 SUPERSAMPLE = 4
-ProceduralFamily = Literal[
-    "dead_leaves", "power_law", "lines_text", "fluorescence", "blank", "soft_shapes"
-]
+ProceduralFamily = Literal["dead_leaves", "power_law", "lines_text", "fluorescence", "blank"]
 PROCEDURAL_FAMILIES: tuple[ProceduralFamily, ...] = (
     "dead_leaves",
     "power_law",
     "lines_text",
     "fluorescence",
     "blank",
-    "soft_shapes",
 )
 
 
@@ -314,35 +311,8 @@ def blank(size_px: int, rng: np.random.Generator) -> F32:
     return _unit(gx * xx + gy * yy + vig * (xx * xx + yy * yy) + 1e-3 * xx)
 
 
-def soft_shapes(size_px: int, rng: np.random.Generator) -> F32:
-    """A scene smooth in itself: Gaussian spots and blobs 1-6 px wide over soft shading.
-
-    Nothing in it is sharper than its own width, so how smooth it looks says little
-    about defocus; its label is the added blur alone. It teaches the network (and
-    its error-scale head) that a soft scene is ambiguous, where the sharp families
-    taught that "nothing fine in view" means "blurred" (nuclei, cell bodies and
-    shading read 2-4 px in focus).
-    """
-    shade = rng.standard_normal((size_px, size_px)).astype(np.float32)
-    scale = float(rng.uniform(6.0, 30.0))
-    field = cv2.GaussianBlur(shade, (0, 0), scale, borderType=cv2.BORDER_REFLECT_101)
-    out = rng.uniform(0.0, 1.0) * field / max(float(field.std()), 1e-6)
-    for _ in range(int(rng.integers(1, 4))):  # spot populations of one width each
-        width_px = float(rng.uniform(1.0, 6.0))
-        spots = np.zeros((size_px, size_px), dtype=np.float32)
-        k = int(rng.integers(5, max(6, size_px * size_px // int(40 * width_px**2))))
-        ys, xs = rng.integers(0, size_px, k), rng.integers(0, size_px, k)
-        sign = 1.0 if rng.random() < 0.7 else -1.0
-        np.add.at(spots, (ys, xs), sign * rng.uniform(0.3, 1.0, k).astype(np.float32))
-        blob = cv2.GaussianBlur(spots, (0, 0), width_px, borderType=cv2.BORDER_REFLECT_101)
-        out = out + blob * (2.0 * math.pi * width_px**2)  # peak ~ the drawn amplitude
-    return _unit(out)
-
-
 # Families whose contrast span is scaled down further (they carry no structure to show)
 FEATURELESS_FAMILIES: tuple[ProceduralFamily, ...] = ("blank",)
-# Families smooth in themselves: not sharp sources, on purpose (see sources.soft_shapes)
-SOFT_FAMILIES: tuple[ProceduralFamily, ...] = ("soft_shapes",)
 
 PROCEDURAL: dict[ProceduralFamily, Callable[[int, np.random.Generator], F32]] = {
     "dead_leaves": dead_leaves,
@@ -350,5 +320,4 @@ PROCEDURAL: dict[ProceduralFamily, Callable[[int, np.random.Generator], F32]] = 
     "lines_text": lines_text,
     "fluorescence": fluorescence,
     "blank": blank,
-    "soft_shapes": soft_shapes,
 }

@@ -214,7 +214,6 @@ class SourceWeights(BaseModel):
     lines_text: float = Field(default=0.0, ge=0)
     fluorescence: float = Field(default=0.0, ge=0)
     blank: float = Field(default=0.0, ge=0)  # featureless fields (see sources.blank)
-    soft_shapes: float = Field(default=0.0, ge=0)  # scenes smooth in themselves (ambiguous)
 
     @model_validator(mode="after")
     def _some_weight(self) -> SourceWeights:
