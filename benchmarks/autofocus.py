@@ -50,7 +50,7 @@ from hdme_focus.config import (
     ReplayStageConfig,
     SceneConfig,
 )
-from hdme_focus.core.atomic import json_safe
+from hdme_focus.core.atomic import json_safe, write_text_atomic
 from hdme_focus.core.frame import to_gray_float
 from hdme_focus.core.roi import Roi
 from hdme_focus.drivers.base import SafeStage
@@ -717,8 +717,8 @@ def main(argv: list[str] | None = None) -> int:
     results["wall_s"] = time.perf_counter() - t0
     args.out.mkdir(parents=True, exist_ok=True)
 
-    (args.out / "autofocus.json").write_text(json.dumps(json_safe(results), indent=1) + "\n")
-    (args.out / "autofocus.md").write_text(render(results))
+    write_text_atomic(args.out / "autofocus.json", json.dumps(json_safe(results), indent=1) + "\n")
+    write_text_atomic(args.out / "autofocus.md", render(results))
     print(render(results))
     return 0
 

@@ -54,3 +54,13 @@ def test_the_direction_benchmark_runs(tmp_path: Path) -> None:
     result = json.loads((tmp_path / "direction.json").read_text())
     assert result["trials"] == 30 and result["simulator"][0]["raw"]["trials"] > 0
     assert "direction" in (tmp_path / "direction.md").read_text().lower()
+
+
+@pytest.mark.slow
+def test_the_autofocus_benchmark_runs(tmp_path: Path) -> None:
+    _run("autofocus.py", "--trials", "1", "--no-pcb", "--no-flake", "--out", str(tmp_path))
+    result = json.loads((tmp_path / "autofocus.json").read_text())
+    methods = {t["method"] for t in result["simulator"]["trials"]}
+    assert {"hybrid/auto", "hdme/auto", "brent"} <= methods
+    assert result["cross_scene"]["trials"], "calibrate once, focus anywhere ran"
+    assert "# Autofocus benchmark" in (tmp_path / "autofocus.md").read_text()
