@@ -41,9 +41,10 @@ from hdme_focus.estimation.base import (
     roi_sigma,
 )
 from hdme_focus.estimation.noise import frame_noise
+from hdme_focus.instrument.sweep import CONTRAST_QUANTITY, SIGMA_QUANTITY
 from hdme_focus.records import SweepRecord, load_sweep, roi_column
 
-SIGMA = "sigma_px"
+SIGMA, CONTRAST = SIGMA_QUANTITY, CONTRAST_QUANTITY  # the sweep's per-ROI columns
 SATURATION_FRACTION = 0.9  # ignore blur above this share of the estimator's range
 # Fit the coarse (downscaled) curve once the sweep's readings pass this share of the
 # range: autofocus reads far starts through it from 0.8 x 0.95 of the range on
@@ -94,11 +95,15 @@ def sweep_readings(
     progress: Callable[[int, int], None] | None = None,
     prefer_recorded: bool = False,
 ) -> tuple[Curves, Curves | None, str]:
-    """`sweep_sigmas`, plus each region's local contrast from the same reading when the
-    frames are estimated (None when the recorded blur is reused: nothing was read)."""
+    """`sweep_sigmas`, plus each region's local contrast from the same reading: read now
+    when the frames are estimated, the recorded columns when the recorded blur is reused
+    (None for a sweep recorded before it had them: nothing was read)."""
     if reuses_recorded(record, estimator, prefer_recorded):
         name = recorded_estimator(record)
-        return {n: record.roi_values(n, SIGMA) for n in record.rois}, None, name
+        sigmas = {n: record.roi_values(n, SIGMA) for n in record.rois}
+        if all(CONTRAST in record.quantities(n) for n in record.rois):
+            return sigmas, {n: record.roi_values(n, CONTRAST) for n in record.rois}, name
+        return sigmas, None, name
     if estimator is None:
         raise CalibrationError(
             f"{record.directory}: the sweep has no {SIGMA} columns; record the "
@@ -300,7 +305,7 @@ def calibrate_sweep(
             for n, r in rejected.items()
         ],
     )
-    if contrasts is None:  # the recorded blur was reused: read the frames for contrast only
+    if contrasts is None:  # an older sweep's blur was reused: read its frames for contrast
         contrasts = sweep_contrasts(record)
     calibration = _with_contrast_curves(calibration, sigmas, contrasts)
     return CalibrationRun(

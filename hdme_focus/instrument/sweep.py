@@ -37,6 +37,9 @@ Progress = Callable[[int, int, float], None]  # (frames done, frames planned, po
 
 MAX_POSITIONS = 100_000
 SIGMA_QUANTITY = "sigma_px"
+# median local std (full scale) of the pixels that blur reading used (`RoiSigma.contrast`):
+# calibrate's contrast curves, so reusing the recorded blur reads no frame again
+CONTRAST_QUANTITY = "contrast"
 
 
 def plan_positions(start_mm: float, stop_mm: float, step_mm: float) -> list[float]:
@@ -74,12 +77,13 @@ def sweep_columns(
     with_sigma: bool = False,
     extra_columns: Sequence[str] = (),
 ) -> list[str]:
-    """The CSV columns of a sweep: base, per-ROI measures, per-ROI sigma, extras."""
+    """The CSV columns of a sweep: base, per-ROI measures, per-ROI sigma and contrast,
+    extras."""
     cols = list(BASE_COLUMNS)
     for name in rois:
         cols += [roi_column(name, m) for m in measures]
         if with_sigma:
-            cols.append(roi_column(name, SIGMA_QUANTITY))
+            cols += [roi_column(name, SIGMA_QUANTITY), roi_column(name, CONTRAST_QUANTITY)]
     cols += list(extra_columns)
     return cols
 
@@ -213,7 +217,7 @@ def _measure(
         estimate = estimator.estimate(frame.image, frame.bit_depth)
         noise = frame_noise(gray)  # once per frame, for every region
         for name, roi in rois.items():
-            values[roi_column(name, SIGMA_QUANTITY)] = roi_reading(
-                estimate, gray, roi.as_tuple(), noise
-            ).sigma_px
+            reading = roi_reading(estimate, gray, roi.as_tuple(), noise)
+            values[roi_column(name, SIGMA_QUANTITY)] = reading.sigma_px
+            values[roi_column(name, CONTRAST_QUANTITY)] = reading.contrast
     return values

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 from pathlib import Path
@@ -375,3 +376,47 @@ def test_calibrating_with_an_estimator_reads_each_frame_once(
     passes = 2 if run.coarse_sigmas else 1  # a coarse pass re-reads at another scale
     assert len(reads) <= passes * n + 1, len(reads)  # plus the frame-size probe
     assert all(r.contrast_curve for r in run.calibration.rois)
+
+
+def _drop_contrast_columns(sweep_dir: Path, out: Path) -> Path:
+    """The same sweep as recorded before sweeps had `<roi>_contrast` columns."""
+    shutil.copytree(sweep_dir, out)
+    manifest = json.loads((out / "sweep.json").read_text())
+    manifest["columns"] = [c for c in manifest["columns"] if not c.endswith("_contrast")]
+    (out / "sweep.json").write_text(json.dumps(manifest))
+    with (out / "sweep.csv").open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    with (out / "sweep.csv").open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=manifest["columns"], extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    return out
+
+
+def test_reusing_the_recorded_blur_reads_no_frame_for_the_contrast_curves(
+    oracle_sweep: tuple[Path, InstrumentConfig],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """The sweep records each region's contrast beside its blur (the same reading), so a
+    calibration that reuses the recorded blur has its contrast curves without reading
+    the frames a second time; a sweep recorded before it had the column still gets
+    them, by reading its frames."""
+    sweep_dir, _ = oracle_sweep
+    reads: list[int] = []
+    original = SweepRecord.read_frame
+
+    def counting(self: SweepRecord, index: int) -> Frame:
+        reads.append(index)
+        return original(self, index)
+
+    monkeypatch.setattr(SweepRecord, "read_frame", counting)
+    run = calibrate_sweep(sweep_dir)
+    assert run.reused_sigmas and len(reads) <= 1, len(reads)  # at most the frame-size probe
+    curves = {r.name: r.contrast_curve for r in run.calibration.rois}
+    assert all(curves.values())
+    reads.clear()
+    old = calibrate_sweep(_drop_contrast_columns(sweep_dir, tmp_path / "old"))
+    assert len(reads) >= len(old.record)
+    for r in old.calibration.rois:
+        np.testing.assert_allclose(r.contrast_curve or [], curves[r.name] or [], rtol=1e-5)

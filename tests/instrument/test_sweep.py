@@ -208,6 +208,8 @@ def test_estimator_adds_sigma_columns(instrument: Instrument, tmp_path: Path) ->
     record = load_sweep(out)
     assert record.manifest["metadata"]["estimator"] == "fake"
     np.testing.assert_allclose(record.roi_values("c", "sigma_px"), [2.4, 0.0, 2.4], atol=1e-5)
+    contrast = record.roi_values("c", "contrast")  # of the pixels that reading used
+    assert np.all(np.isfinite(contrast)) and np.all(contrast > 0)
 
 
 runner = CliRunner()
