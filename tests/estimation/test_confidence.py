@@ -32,7 +32,7 @@ def _texture(seed: int = 0) -> torch.Tensor:
 
 def _textured_frame(shape: tuple[int, int], seed: int) -> np.ndarray[Any, np.dtype[np.float32]]:
     """Smoothed noise in [0.05, 0.95]: texture, where raw white noise would be read as the
-    camera's noise (`base.frame_noise_std`) and not as texture."""
+    camera's noise (`noise.frame_noise`) and not as texture."""
     raw = np.random.default_rng(seed).random(shape).astype(np.float32)
     smooth = cv2.GaussianBlur(raw, (0, 0), 1.5)
     lo, hi = float(smooth.min()), float(smooth.max())
