@@ -356,12 +356,9 @@ def test_cli_calibrate_one_sided_sweep_says_what_to_record(tmp_path: Path) -> No
     assert not (tmp_path / "c.json").exists()
 
 
-def test_calibrating_with_an_estimator_reads_each_frame_once(
-    oracle_sweep: tuple[Path, InstrumentConfig], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Blur and contrast curves come from one reading of each frame (the same gated
-    reading autofocus makes), not a second pass over the sweep for the contrast."""
-    sweep_dir, _ = oracle_sweep
+@pytest.fixture
+def frame_reads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The index of every frame a sweep record reads, in order."""
     reads: list[int] = []
     original = SweepRecord.read_frame
 
@@ -370,11 +367,20 @@ def test_calibrating_with_an_estimator_reads_each_frame_once(
         return original(self, index)
 
     monkeypatch.setattr(SweepRecord, "read_frame", counting)
+    return reads
+
+
+def test_calibrating_with_an_estimator_reads_each_frame_once(
+    oracle_sweep: tuple[Path, InstrumentConfig], frame_reads: list[int]
+) -> None:
+    """Blur and contrast curves come from one reading of each frame (the same gated
+    reading autofocus makes), not a second pass over the sweep for the contrast."""
+    sweep_dir, _ = oracle_sweep
     run = calibrate_sweep(sweep_dir, create_estimator("reblur", "cpu"))
     n = len(run.record)
-    assert sorted(set(reads)) == list(range(n))
+    assert sorted(set(frame_reads)) == list(range(n))
     passes = 2 if run.coarse_sigmas else 1  # a coarse pass re-reads at another scale
-    assert len(reads) <= passes * n + 1, len(reads)  # plus the frame-size probe
+    assert len(frame_reads) <= passes * n + 1, len(frame_reads)  # plus the frame-size probe
     assert all(r.contrast_curve for r in run.calibration.rois)
 
 
@@ -395,7 +401,7 @@ def _drop_contrast_columns(sweep_dir: Path, out: Path) -> Path:
 
 def test_reusing_the_recorded_blur_reads_no_frame_for_the_contrast_curves(
     oracle_sweep: tuple[Path, InstrumentConfig],
-    monkeypatch: pytest.MonkeyPatch,
+    frame_reads: list[int],
     tmp_path: Path,
 ) -> None:
     """The sweep records each region's contrast beside its blur (the same reading), so a
@@ -403,20 +409,13 @@ def test_reusing_the_recorded_blur_reads_no_frame_for_the_contrast_curves(
     the frames a second time; a sweep recorded before it had the column still gets
     them, by reading its frames."""
     sweep_dir, _ = oracle_sweep
-    reads: list[int] = []
-    original = SweepRecord.read_frame
-
-    def counting(self: SweepRecord, index: int) -> Frame:
-        reads.append(index)
-        return original(self, index)
-
-    monkeypatch.setattr(SweepRecord, "read_frame", counting)
     run = calibrate_sweep(sweep_dir)
-    assert run.reused_sigmas and len(reads) <= 1, len(reads)  # at most the frame-size probe
+    assert run.reused_sigmas, "the recorded blur is reused"
+    assert len(frame_reads) <= 1, len(frame_reads)  # at most the frame-size probe
     curves = {r.name: r.contrast_curve for r in run.calibration.rois}
     assert all(curves.values())
-    reads.clear()
+    frame_reads.clear()
     old = calibrate_sweep(_drop_contrast_columns(sweep_dir, tmp_path / "old"))
-    assert len(reads) >= len(old.record)
+    assert len(frame_reads) >= len(old.record)
     for r in old.calibration.rois:
         np.testing.assert_allclose(r.contrast_curve or [], curves[r.name] or [], rtol=1e-5)
