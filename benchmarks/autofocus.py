@@ -584,7 +584,7 @@ def render(results: dict[str, Any]) -> str:
             "## Calibrate once, focus anywhere (simulator)",
             "",
             "Every calibrated region of each scene focused with the *global* calibration "
-            "(`--global-calibration`: median k and sigma0 over all regions, median z0 as the "
+            "(`--global-calibration`: the curve of the region with the median k, median z0 as the "
             "prior with the z0 spread as its uncertainty) of the next scene "
             f"({' <- '.join(s for s, _ in (*SCENES, SCENES[0]))}), never its own; the same "
             "random-start protocol. Compare with the per-region rows above.",

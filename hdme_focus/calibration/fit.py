@@ -5,9 +5,17 @@ Near focus the Gaussian-equivalent blur of a planar region follows
     sigma(z) = sqrt((k (z - z0))^2 + sigma0^2)
 
 with z0 the in-focus stage position, k the blur gained per mm of travel and
-sigma0 the residual blur at focus (optics, sensor, estimator floor). The fit is
-robust (soft-L1 loss) and rejects outliers iteratively, because one frame with
-a reflection or a failed estimate must not move z0. Pure math, no I/O.
+sigma0 the residual blur at focus (optics, sensor, estimator floor). Far from
+focus every estimator reads less than the blur there is (its output compresses
+towards the top of its range), so the reading is modelled as
+
+    read(z) = sigma(z) / sqrt(1 + (sigma(z) / c)^2)
+
+with c the saturation the reading tends to (None: no compression). Without it
+a long compressed arm bends the hyperbola: k comes out low, z0 slides towards
+the other arm, and a reading far out is turned into too short a distance. The
+fit is robust (soft-L1 loss) and rejects outliers iteratively, because one
+frame with a reflection or a failed estimate must not move z0. Pure math, no I/O.
 
 Depth of focus (DOF) in this package is the *full* stage range over which the
 blur stays within 0.5 px of its minimum: DOF = 1 / k mm (the thin-lens
@@ -41,23 +49,52 @@ class CalibrationError(UsageError):
 # --------------------------------------------------------------------------- model
 
 
+def compress_px(sigma_px: ArrayLike, saturation_px: float | None) -> NDArray[np.float64]:
+    """The reading of a true blur: sigma / sqrt(1 + (sigma / c)^2); unchanged for c None."""
+    s = np.asarray(sigma_px, dtype=np.float64)
+    if saturation_px is None:
+        return s
+    return np.asarray(s / np.sqrt(1.0 + (s / saturation_px) ** 2), dtype=np.float64)
+
+
+def expand_px(reading_px: ArrayLike, saturation_px: float | None) -> NDArray[np.float64]:
+    """The true blur behind a reading (inverse of `compress_px`): inf at or above c, where
+    the curve says the blur could be anything larger; NaN stays NaN."""
+    r = np.asarray(reading_px, dtype=np.float64)
+    if saturation_px is None:
+        return r
+    c = float(saturation_px)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        room = 1.0 - (r / c) ** 2
+        out = np.where(room > 0, r / np.sqrt(np.where(room > 0, room, 1.0)), np.inf)
+    return np.asarray(np.where(np.isfinite(r), out, np.nan), dtype=np.float64)
+
+
 def vcurve_sigma_px(
-    position_mm: ArrayLike, z0_mm: float, k_px_per_mm: float, sigma0_px: float
+    position_mm: ArrayLike,
+    z0_mm: float,
+    k_px_per_mm: float,
+    sigma0_px: float,
+    saturation_px: float | None = None,
 ) -> NDArray[np.float64]:
-    """Blur predicted by the V-curve at stage positions."""
+    """Blur reading predicted by the V-curve at stage positions."""
     z = np.asarray(position_mm, dtype=np.float64)
-    return np.asarray(np.hypot(k_px_per_mm * (z - z0_mm), sigma0_px), dtype=np.float64)
+    return compress_px(np.hypot(k_px_per_mm * (z - z0_mm), sigma0_px), saturation_px)
 
 
 def defocus_distance_mm(
-    sigma_px: ArrayLike, k_px_per_mm: ArrayLike, sigma0_px: float
+    sigma_px: ArrayLike,
+    k_px_per_mm: ArrayLike,
+    sigma0_px: float,
+    saturation_px: float | None = None,
 ) -> NDArray[np.float64]:
-    """Unsigned |z - z0| from a blur: sqrt(max(sigma^2 - sigma0^2, 0)) / k; NaN stays NaN."""
-    s = np.asarray(sigma_px, dtype=np.float64)
+    """Unsigned |z - z0| from a blur reading: sqrt(max(s^2 - sigma0^2, 0)) / k of the true
+    blur s behind it (`expand_px`); NaN stays NaN, inf at or above the saturation."""
+    s = expand_px(sigma_px, saturation_px)
     with np.errstate(invalid="ignore"):
         excess = np.maximum(s * s - sigma0_px * sigma0_px, 0.0)
     k = np.asarray(k_px_per_mm, dtype=np.float64)
-    return np.asarray(np.where(np.isfinite(s), np.sqrt(excess) / k, np.nan))
+    return np.asarray(np.where(np.isfinite(s) | np.isinf(s), np.sqrt(excess) / k, np.nan))
 
 
 @dataclass(frozen=True)
@@ -78,6 +115,7 @@ class VCurveFit:
     n_below: int  # used points below z0
     n_above: int  # used points above z0
     inliers: NDArray[np.bool_] = field(repr=False, compare=False)
+    saturation_px: float | None = None  # c of the compression; None: none was fitted
 
     @property
     def dof_mm(self) -> float:
@@ -85,10 +123,12 @@ class VCurveFit:
         return 2.0 * DOF_SIGMA_PX / self.k_px_per_mm
 
     def sigma_px(self, position_mm: ArrayLike) -> NDArray[np.float64]:
-        return vcurve_sigma_px(position_mm, self.z0_mm, self.k_px_per_mm, self.sigma0_px)
+        return vcurve_sigma_px(
+            position_mm, self.z0_mm, self.k_px_per_mm, self.sigma0_px, self.saturation_px
+        )
 
     def distance_mm(self, sigma_px: ArrayLike) -> NDArray[np.float64]:
-        return defocus_distance_mm(sigma_px, self.k_px_per_mm, self.sigma0_px)
+        return defocus_distance_mm(sigma_px, self.k_px_per_mm, self.sigma0_px, self.saturation_px)
 
 
 def _initial_guess(z: NDArray[np.float64], s: NDArray[np.float64]) -> tuple[float, float, float]:
@@ -108,18 +148,30 @@ def _initial_guess(z: NDArray[np.float64], s: NDArray[np.float64]) -> tuple[floa
     return z0, max(k, 1e-3), sigma0
 
 
+def _model(z: NDArray[np.float64], p: NDArray[np.float64]) -> NDArray[np.float64]:
+    """The reading at positions z for parameters (z0, k, sigma0[, u = 1 / c^2])."""
+    h = np.hypot(p[1] * (z - p[0]), p[2])
+    return h if len(p) == 3 else np.asarray(h / np.sqrt(1.0 + p[3] * h * h))
+
+
+def _saturation(p: NDArray[np.float64]) -> float | None:
+    return None if len(p) == 3 or p[3] <= 0 else float(1.0 / math.sqrt(p[3]))
+
+
 def _solve(
-    z: NDArray[np.float64], s: NDArray[np.float64], x0: tuple[float, float, float], f_scale: float
+    z: NDArray[np.float64], s: NDArray[np.float64], x0: NDArray[np.float64], f_scale: float
 ) -> NDArray[np.float64]:
+    """Robust least squares of the V-curve: (z0, k, sigma0), or with x0 of length 4 also
+    u = 1 / c^2 of the compression (u = 0: none; the form keeps it smooth there)."""
     from scipy.optimize import least_squares  # scipy.optimize costs ~0.3 s: only when fitting
 
     span = float(np.ptp(z)) or 1.0
-    lo = [float(z.min()) - span, 1e-6, 0.0]
-    hi = [float(z.max()) + span, np.inf, np.inf]
+    lo = [float(z.min()) - span, 1e-6, 0.0, 0.0][: len(x0)]
+    hi = [float(z.max()) + span, np.inf, np.inf, np.inf][: len(x0)]
     start = np.clip(np.asarray(x0, dtype=np.float64), np.asarray(lo) + 1e-9, np.asarray(hi) - 1e-9)
 
     def residual(p: NDArray[np.float64]) -> NDArray[np.float64]:
-        return vcurve_sigma_px(z, p[0], p[1], p[2]) - s
+        return _model(z, p) - s
 
     res = least_squares(
         residual,
@@ -133,17 +185,22 @@ def _solve(
 
 
 def _jacobian(z: NDArray[np.float64], p: NDArray[np.float64]) -> NDArray[np.float64]:
-    """d sigma / d (z0, k, sigma0) of the V-curve at positions z."""
-    z0, k, s0 = (float(v) for v in p)
+    """d reading / d (z0, k, sigma0[, u]) of the V-curve at positions z."""
+    z0, k, s0 = (float(v) for v in p[:3])
     d = z - z0
     sig = np.maximum(np.hypot(k * d, s0), 1e-9)
-    return np.stack([-(k * k) * d / sig, k * d * d / sig, s0 / sig], axis=1)
+    dh = np.stack([-(k * k) * d / sig, k * d * d / sig, s0 / sig], axis=1)
+    if len(p) == 3:
+        return dh
+    w = 1.0 + float(p[3]) * sig * sig
+    dg_dh = w**-1.5
+    return np.concatenate([dh * dg_dh[:, None], (-0.5 * sig**3 * dg_dh)[:, None]], axis=1)
 
 
 def _z0_stderr(z: NDArray[np.float64], p: NDArray[np.float64], rmse: float) -> float:
     """Standard error of z0 from the Jacobian of the final (least-squares) fit."""
     jac = _jacobian(z, p)
-    dof = max(len(z) - 3, 1)
+    dof = max(len(z) - len(p), 1)
     try:
         cov = np.linalg.pinv(jac.T @ jac) * (rmse * rmse * len(z) / dof)
     except np.linalg.LinAlgError:
@@ -190,6 +247,55 @@ def _grow(
     return edge, skipped
 
 
+SATURATION_MATERIAL = 3.0  # c beyond this many times the top reading: < 5 % there, not fitted
+MIN_POINTS_COMPRESSED = 12  # the saturation is read off the arms: a dozen points at least
+
+
+@dataclass
+class _Window:
+    """The fit's current points: indices [lo, hi] of the sorted points, less the outliers."""
+
+    lo: int
+    hi: int
+    outlier: NDArray[np.bool_]
+
+    def use(self, n: int) -> NDArray[np.bool_]:
+        use = np.zeros(n, dtype=bool)
+        use[self.lo : self.hi + 1] = True
+        use &= ~self.outlier
+        if use.sum() < 3:
+            use[self.lo : self.hi + 1] = True
+        return use
+
+
+def _grow_fit(
+    z: NDArray[np.float64],
+    s: NDArray[np.float64],
+    p: NDArray[np.float64],
+    win: _Window,
+    f_scale_px: float,
+    reject_k: float,
+    min_reject_px: float,
+    max_iterations: int,
+) -> tuple[NDArray[np.float64], _Window]:
+    """Refit, mark the window's misfits as outliers and grow it over points that fit,
+    until nothing changes."""
+    for _ in range(max_iterations):
+        use = win.use(len(z))
+        p = _solve(z[use], s[use], p, f_scale_px)
+        r = _model(z, p) - s
+        tol = max(reject_k * 1.4826 * float(np.median(np.abs(r[use]))), min_reject_px)
+        outlier = np.zeros(len(z), dtype=bool)
+        outlier[win.lo : win.hi + 1] = np.abs(r[win.lo : win.hi + 1]) > tol
+        lo, skip_lo = _grow(r, tol, win.lo, -1, 0)
+        hi, skip_hi = _grow(r, tol, win.hi, +1, len(z) - 1)
+        outlier[skip_lo + skip_hi] = True
+        if (lo, hi) == (win.lo, win.hi) and np.array_equal(outlier, win.outlier):
+            break
+        win = _Window(lo, hi, outlier)
+    return p, win
+
+
 def fit_vcurve(
     position_mm: ArrayLike,
     sigma_px: ArrayLike,
@@ -199,6 +305,7 @@ def fit_vcurve(
     reject_k: float = 3.0,
     min_reject_px: float = 0.3,
     max_iterations: int = 12,
+    compression: bool = True,
 ) -> VCurveFit:
     """Robust V-curve fit, grown outward from the minimum, with outlier rejection.
 
@@ -208,8 +315,11 @@ def fit_vcurve(
     and extends the window on each side over the next points whose residual
     is within `reject_k` robust standard deviations (at least `min_reject_px`);
     points inside the window that misfit are outliers, points beyond it are
-    excluded as outside the model's range. NaN blur and blur at or above
-    `max_sigma_px` (the estimator's trained range) are excluded first.
+    excluded as outside the model's range. With `compression`, the grown fit
+    then frees the saturation c (module notes) and grows on: kept when it is
+    material (c below SATURATION_MATERIAL times the top reading) and uses at
+    least as many points, else the plain hyperbola stands. NaN blur and blur at
+    or above `max_sigma_px` (the estimator's trained range) are excluded first.
     Raises CalibrationError when fewer than three usable points remain.
     """
     z_all = np.asarray(position_mm, dtype=np.float64).ravel()
@@ -229,41 +339,80 @@ def fit_vcurve(
     idx = idx[np.argsort(z_all[idx], kind="stable")]
     z, s = z_all[idx], s_all[idx]
     lo, hi = _seed_window(_median3(s))
-    outlier = np.zeros(len(z), dtype=bool)
+    win = _Window(lo, hi, np.zeros(len(z), dtype=bool))
     p = np.asarray(_initial_guess(z[lo : hi + 1], s[lo : hi + 1]))
-    for _ in range(max_iterations):
-        use = np.zeros(len(z), dtype=bool)
-        use[lo : hi + 1] = True
-        use &= ~outlier
-        if use.sum() < 3:
-            use[lo : hi + 1] = True
-        p = _solve(z[use], s[use], (float(p[0]), float(p[1]), float(p[2])), f_scale_px)
-        r = vcurve_sigma_px(z, *p) - s
-        tol = max(reject_k * 1.4826 * float(np.median(np.abs(r[use]))), min_reject_px)
-        new_outlier = np.zeros(len(z), dtype=bool)
-        new_outlier[lo : hi + 1] = np.abs(r[lo : hi + 1]) > tol
-        new_lo, skip_lo = _grow(r, tol, lo, -1, 0)
-        new_hi, skip_hi = _grow(r, tol, hi, +1, len(z) - 1)
-        new_outlier[skip_lo + skip_hi] = True
-        if (new_lo, new_hi) == (lo, hi) and np.array_equal(new_outlier, outlier):
-            break
-        lo, hi, outlier = new_lo, new_hi, new_outlier
+    grow = (f_scale_px, reject_k, min_reject_px, max_iterations)
+    p, win = _grow_fit(z, s, p, win, *grow)
+    if compression and len(z) >= MIN_POINTS_COMPRESSED:
+        p4, win4 = _grow_fit(z, s, np.append(p, 0.0), win, *grow)
+        if _compression_pays(z, s, p, win, p4, win4, f_scale_px):
+            p, win = p4, win4
+    return _result(z_all, idx, z, s, p, win)
+
+
+def _rms(z: NDArray[np.float64], s: NDArray[np.float64], p: NDArray[np.float64]) -> float:
+    return float(np.sqrt(np.mean((_model(z, p) - s) ** 2)))
+
+
+def _compression_pays(
+    z: NDArray[np.float64],
+    s: NDArray[np.float64],
+    p3: NDArray[np.float64],
+    win3: _Window,
+    p4: NDArray[np.float64],
+    win4: _Window,
+    f_scale_px: float,
+) -> bool:
+    """Whether the compressed curve is the better model, not just a fourth parameter.
+
+    It must rest on MIN_POINTS_COMPRESSED points (a 7-frame sweep cannot tell a
+    saturation from noise), be material (c below SATURATION_MATERIAL times its top
+    reading), span at least the hyperbola's window, fit that wider window about as
+    well as the hyperbola fits its own (an estimator with a hard knee is not this
+    shape, and the trimmed hyperbola stays), and beat the hyperbola refitted to the
+    same points by more than chance: n ln(rss3 / rss4) > 2 ln n (a stricter BIC,
+    one parameter more).
+    """
+    c = _saturation(p4)
+    use3, use4 = win3.use(len(z)), win4.use(len(z))
+    m = int(use4.sum())
+    wider = win4.lo <= win3.lo and win4.hi >= win3.hi  # its tighter fit may mark more outliers
+    if c is None or not wider or m < MIN_POINTS_COMPRESSED:
+        return False
+    if not c < SATURATION_MATERIAL * float(s[use4].max()):
+        return False
+    rms4 = _rms(z[use4], s[use4], p4)
+    if rms4 > 1.2 * _rms(z[use3], s[use3], p3) + 0.02:
+        return False
+    rss4 = m * rms4**2
+    rss3 = m * _rms(z[use4], s[use4], _solve(z[use4], s[use4], p3, f_scale_px)) ** 2
+    return rss4 > 0 and m * math.log(rss3 / rss4) > 2.0 * math.log(m)
+
+
+def _result(
+    z_all: NDArray[np.float64],
+    idx: NDArray[np.intp],
+    z: NDArray[np.float64],
+    s: NDArray[np.float64],
+    p: NDArray[np.float64],
+    win: _Window,
+) -> VCurveFit:
     inl = np.zeros(len(z), dtype=bool)
-    inl[lo : hi + 1] = True
-    inl &= ~outlier
-    z0, k, s0 = (float(v) for v in p)
-    r_in = (vcurve_sigma_px(z[inl], z0, k, s0) - s[inl]).astype(np.float64)
+    inl[win.lo : win.hi + 1] = True
+    inl &= ~win.outlier
+    r_in = (_model(z[inl], p) - s[inl]).astype(np.float64)
     rmse = float(np.sqrt(np.mean(r_in**2)))
     ss_tot = float(np.sum((s[inl] - s[inl].mean()) ** 2))
     r2 = 1.0 - float(np.sum(r_in**2)) / ss_tot if ss_tot > 0 else 0.0
     inliers = np.zeros(z_all.shape, dtype=bool)
     inliers[idx[inl]] = True
-    n_outliers = int(outlier[lo : hi + 1].sum())
+    n_outliers = int(win.outlier[win.lo : win.hi + 1].sum())
     zi = z[inl]
+    z0 = float(p[0])
     return VCurveFit(
         z0_mm=z0,
-        k_px_per_mm=k,
-        sigma0_px=abs(s0),
+        k_px_per_mm=float(p[1]),
+        sigma0_px=abs(float(p[2])),
         rmse_px=rmse,
         r2=r2,
         n_points=int(inl.sum()),
@@ -275,6 +424,7 @@ def fit_vcurve(
         n_below=int((zi < z0).sum()),
         n_above=int((zi > z0).sum()),
         inliers=inliers,
+        saturation_px=_saturation(p),
     )
 
 
@@ -348,7 +498,12 @@ def object_distance_now_mm(
 
 
 def focus_position_map_mm(
-    sigma_px: ArrayLike, position_mm: float, k_px_per_mm: ArrayLike, sigma0_px: float, side: Side
+    sigma_px: ArrayLike,
+    position_mm: float,
+    k_px_per_mm: ArrayLike,
+    sigma0_px: float,
+    side: Side,
+    saturation_px: float | None = None,
 ) -> NDArray[np.float64]:
     """Stage position where each pixel would be in focus, under a one-sided assumption.
 
@@ -356,7 +511,7 @@ def focus_position_map_mm(
     set-ups that means their focus lies at larger stage positions (z + d).
     `far`: beyond the focused plane, z - d.
     """
-    d = defocus_distance_mm(sigma_px, k_px_per_mm, sigma0_px)
+    d = defocus_distance_mm(sigma_px, k_px_per_mm, sigma0_px, saturation_px)
     sign = 1.0 if side == "near" else -1.0
     return np.asarray(position_mm + sign * d, dtype=np.float64)
 

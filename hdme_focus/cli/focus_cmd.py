@@ -103,7 +103,7 @@ def calibrate_cmd(
     if saved.kept is not None:
         plot_calibration(run, saved.kept.with_suffix(".png"))
 
-    headers = ["ROI", "z0 mm", "+/- mm", "k px/mm", "k lens", "sigma0 px", "RMSE px", "R^2"]
+    headers = ["ROI", "z0 mm", "+/- mm", "k px/mm", "k lens", "sigma0 px", "c px", "RMSE px"]
     rows = [
         [
             r.name,
@@ -112,6 +112,7 @@ def calibrate_cmd(
             _fmt(r.k_px_per_mm, ".2f"),
             _fmt(r.k_thin_lens_px_per_mm, ".2f"),
             _fmt(r.sigma0_px, ".2f"),
+            _fmt(r.saturation_px, ".1f"),  # the reading's compression far out; - for none
             _fmt(r.rmse_px, ".2f"),
             _fmt(r.r2, ".3f"),
             str(r.n_points),
@@ -120,7 +121,10 @@ def calibrate_cmd(
         for r in run.calibration.rois
     ]
     print_table(
-        console, f"V-curve fits ({run.calibration.estimator})", [*headers, "n", "u mm"], rows
+        console,
+        f"V-curve fits ({run.calibration.estimator})",
+        [*headers, "R^2", "n", "u mm"],
+        rows,
     )
     if run.record.status != "complete":
         err_console.print(

@@ -1,8 +1,10 @@
 """Autofocus a region from a single capture (HDME): the decisions.
 
 HDME (`method="hdme"`): capture one frame, estimate the region's blur sigma,
-turn it into the unsigned distance |z - z0| = sqrt(max(sigma^2 - sigma0^2, 0)) / k
-with the calibration, choose the direction, and make one move. One frame cannot
+turn it into the unsigned distance |z - z0| = sqrt(max(s^2 - sigma0^2, 0)) / k
+with the calibration (s: the blur behind the reading, expanded where the
+calibration found the reading compressing far out), choose the direction, and
+make one move. One frame cannot
 tell which side of focus the stage is on, so the direction comes from a
 strategy:
 
@@ -48,7 +50,6 @@ from hdme_focus.calibration.model import (
     Calibration,
     CoarseFit,
     RoiCalibration,
-    distance_error_mm,
 )
 from hdme_focus.core.frame import Frame, to_gray_float
 from hdme_focus.core.roi import Roi
@@ -239,8 +240,8 @@ def calibration_for(
 ) -> RoiCalibration:
     """The V-curve to read this region's blur with; the JSON and the line say which.
 
-    The region's own fit when the calibration covers it; the global one (median
-    k and sigma0 over every fitted region, see `Calibration.for_roi`) for a region
+    The region's own fit when the calibration covers it; the global one (the
+    typical region's curve, the median z0, see `Calibration.for_roi`) for a region
     it never saw, or for every region when `use_global` (another sample).
     """
     roi_cal, covered = calibration.for_roi(None if use_global else roi.as_tuple())
@@ -290,7 +291,7 @@ def autofocus_hdme(
     tol_mm = opts.tolerance_dof * dof
     # in focus: blur no larger than at the tolerance, plus the estimator's scatter seen in
     # the calibration (near focus a 0.1 px error is a large distance error: d ~ sqrt(sigma))
-    sigma_tol_px = math.hypot(k * tol_mm, roi_cal.sigma0_px) + roi_cal.rmse_px
+    sigma_tol_px = roi_cal.sigma_px(roi_cal.z0_mm + tol_mm) + roi_cal.rmse_px
     lo, hi = safe.min_mm, safe.max_mm
     readings: list[Reading] = []
     frames: list[Frame] = []
@@ -325,6 +326,12 @@ def autofocus_hdme(
             valid = curve.sigma_range_px
             if valid is not None and stats.sigma_px > 1.05 * valid[1]:
                 result.beyond_range = True  # extrapolated: usually an underestimate
+            if why is None and math.isinf(d):
+                why = (
+                    f"blur {stats.sigma_px:.1f} px is at or beyond the saturation of the "
+                    f"calibrated reading ({curve.saturation_px:.1f} px): any distance farther "
+                    "out would read the same; start nearer to focus or search (sweep method)"
+                )
             m = Measurement(
                 pos,
                 stats.sigma_px,
@@ -340,7 +347,7 @@ def autofocus_hdme(
             result.refused = why
             result.final_mm = safe.position_mm()
             raise AutofocusRefused(f"autofocus refused to move: {why}", result)
-        err = distance_error_mm(m.sigma_px, curve.k_px_per_mm, curve.sigma0_px)
+        err = curve.distance_error_mm(m.sigma_px)
         readings.append((m.position_mm + shift, m.distance_mm, err))
         return m
 

@@ -52,6 +52,7 @@ SATURATION_FRACTION = 0.9  # ignore blur above this share of the estimator's ran
 # near its top (hdme-lite tops out near 8 of 10 px) never reaches the 0.9 ceiling.
 COARSE_NEEDED_FRACTION = 0.7
 COARSE_DOWNSCALE = 2.0  # second calibration on half-resolution frames, for large blur
+COARSE_Z0_AGREE_DOF = 1.0  # its focus within this many (fine) DOF of the fine curve's
 
 
 @dataclass
@@ -206,8 +207,17 @@ def _fit_coarse(
     sigmas: dict[str, NDArray[np.float64]],
     sigma_max: float,
     downscale: float,
+    fine: Mapping[str, VCurveFit],
 ) -> dict[str, VCurveFit]:
-    """Coarse V-curves that pass the same quality checks; the others are simply absent."""
+    """Coarse V-curves that pass the same quality checks and put focus where the fine
+    curve does (within COARSE_Z0_AGREE_DOF of its DOF); the others are simply absent.
+
+    The region's focus does not move with the frame's scale. A coarse curve whose
+    vertex lies elsewhere fits something else (the estimator failing at that scale,
+    another depth in the region): hdme-lite-conf's letters/M read 12-14 px in focus
+    at half size, and its coarse curve put focus 2.8 DOF away, where far starts
+    were sent.
+    """
     fits: dict[str, VCurveFit] = {}
     for name, values in sigmas.items():
         try:
@@ -216,7 +226,11 @@ def _fit_coarse(
             )
         except CalibrationError:
             continue
-        if not fit_problems(fit):
+        ref = fine.get(name)
+        agrees = ref is None or abs(fit.z0_mm - ref.z0_mm) <= COARSE_Z0_AGREE_DOF * (
+            1.0 / ref.k_px_per_mm
+        )
+        if not fit_problems(fit) and agrees:
             fits[name] = fit
     return fits
 
@@ -289,7 +303,7 @@ def calibrate_sweep(
         by_scale = coarse_sigmas(record, estimator, progress=progress)
         good_names = {n for n, _, _ in good}
         wanted = {n: v for n, v in by_scale.items() if n in good_names}
-        coarse = _fit_coarse(positions, wanted, float(sigma_max), COARSE_DOWNSCALE)
+        coarse = _fit_coarse(positions, wanted, float(sigma_max), COARSE_DOWNSCALE, fits)
     calibration = build_calibration(
         good,
         lens=lens,

@@ -283,18 +283,21 @@ def render_report(s: dict[str, Any]) -> str:
         "",
         "## 2. Calibration",
         "",
-        "V-curve sigma(z) = sqrt((k (z - z0))^2 + sigma0^2) per region (robust fit); the true z0 "
-        "is the simulator's ground truth, k (thin lens) what the configured optics predict.",
+        "V-curve sigma(z) = sqrt((k (z - z0))^2 + sigma0^2) per region (robust fit), read as "
+        "sigma / sqrt(1 + (sigma / c)^2) where the estimator's reading compresses far from focus "
+        "(c: its saturation; - where the plain curve fits); the true z0 is the simulator's "
+        "ground truth, k (thin lens) what the configured optics predict.",
         "",
-        "| region | z0 (mm) | true z0 (mm) | k (px/mm) | k thin lens | sigma0 (px) | RMSE (px) "
-        "| R^2 | points | u (mm) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| region | z0 (mm) | true z0 (mm) | k (px/mm) | k thin lens | sigma0 (px) | c (px) "
+        "| RMSE (px) | R^2 | points | u (mm) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in s["calibration"]["rois"]:
         lines.append(
             f"| {r['name']} | {_f(r['z0_mm'], '.4f')} | {_f(r['true_z0_mm'], '.4f')} "
             f"| {_f(r['k_px_per_mm'], '.2f')} | {_f(r['k_thin_lens_px_per_mm'], '.2f')} "
-            f"| {_f(r['sigma0_px'], '.2f')} | {_f(r['rmse_px'], '.2f')} | {_f(r['r2'], '.3f')} "
+            f"| {_f(r['sigma0_px'], '.2f')} | {_f(r['saturation_px'], '.1f')} "
+            f"| {_f(r['rmse_px'], '.2f')} | {_f(r['r2'], '.3f')} "
             f"| {r['n_points']} | {_f(r['object_distance_mm'], '.0f')} |"
         )
     for name, why in s["calibration"]["rejected"].items():

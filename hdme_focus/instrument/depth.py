@@ -92,10 +92,10 @@ def depth_from_frame(
     gray = to_gray_float(frame.image, frame.bit_depth)
     estimate = estimator.estimate(frame.image, frame.bit_depth)
     sigma = np.asarray(estimate.sigma_px, dtype=np.float32)
-    sigma0 = calibration.sigma0_px
+    sigma0, saturation = calibration.sigma0_px, calibration.saturation_px
     k: NDArray[np.float64] | float = calibration.k_px_per_mm
     for _ in range(3):  # k depends (weakly) on where the pixel focuses; fixed point
-        focus = focus_position_map_mm(sigma, z, k, sigma0, side)
+        focus = focus_position_map_mm(sigma, z, k, sigma0, side, saturation)
         k = calibration.slope_at_px_per_mm(np.where(np.isfinite(focus), focus, z))
     defocus = np.abs(focus - z)
     with np.errstate(divide="ignore", invalid="ignore"):

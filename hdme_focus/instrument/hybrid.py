@@ -35,7 +35,7 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import NDArray
 
-from hdme_focus.calibration.model import Calibration, RoiCalibration, distance_error_mm
+from hdme_focus.calibration.model import Calibration, RoiCalibration
 from hdme_focus.core.frame import Frame, to_gray_float
 from hdme_focus.core.roi import Roi
 from hdme_focus.drivers.base import Camera
@@ -258,11 +258,7 @@ class _Refiner:
         self.width = ropts.width_dof * self.dof
         self.landing = result.final_mm
         sigma = result.measured_sigma_px
-        self.sigma_err_mm = (
-            distance_error_mm(sigma, roi_cal.k_px_per_mm, roi_cal.sigma0_px)
-            if math.isfinite(sigma)
-            else math.inf
-        )
+        self.sigma_err_mm = roi_cal.distance_error_mm(sigma) if math.isfinite(sigma) else math.inf
         self.points: list[Point] = []
         self.near: list[float] = []  # reads taken after the jump (positions)
         self.info: dict[str, Any] = {"measure": ropts.measure, "step_mm": self.step}
@@ -398,7 +394,7 @@ class _Refiner:
         if not math.isfinite(stats.sigma_px):
             return True
         d = cal.distance_mm(stats.sigma_px)
-        err = distance_error_mm(stats.sigma_px, cal.k_px_per_mm, cal.sigma0_px)
+        err = cal.distance_error_mm(stats.sigma_px)
         self.info["best_read_distance_mm"] = d
         return d - 2.0 * err <= abs(peak_mm - position_mm) + self.step
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -86,6 +87,49 @@ def test_fit_trims_the_flat_tails_of_a_saturating_estimator() -> None:
     assert fit.n_excluded >= 20  # the flat tails
     straight = fit_vcurve(z, true)  # a true V keeps every point
     assert straight.n_excluded == 0
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_reading_that_compresses_far_out_gives_the_optics_slope_and_distance(seed: int) -> None:
+    """Estimators read less blur than there is far from focus (hdme-lite tops out near 9 of
+    10 px). A hyperbola through such a sweep bent its arms: k 15-25 % low and a far
+    reading's distance rested on that bent slope. The compressed V-curve keeps both."""
+    rng = np.random.default_rng(seed)
+    z = np.arange(0.3, 2.71, 0.05)
+    true = vcurve_sigma_px(z, 1.6, 8.4, 1.8)
+    read = true / np.sqrt(1.0 + (true / 12.0) ** 2) + rng.normal(0.0, 0.15, z.size)
+    fit = fit_vcurve(z, read, max_sigma_px=9.0)
+    assert fit.saturation_px == pytest.approx(12.0, rel=0.15)
+    assert fit.z0_mm == pytest.approx(1.6, abs=0.01)
+    assert fit.k_px_per_mm == pytest.approx(8.4, rel=0.06)
+    far = float(vcurve_sigma_px(2.4, 1.6, 8.4, 1.8, 12.0))  # a reading 0.8 mm out
+    assert float(fit.distance_mm(far)) == pytest.approx(0.8, rel=0.08)
+    plain = fit_vcurve(z, read, max_sigma_px=9.0, compression=False)
+    assert plain.k_px_per_mm < 0.9 * 8.4  # what the hyperbola alone made of it
+
+
+def test_an_uncompressed_sweep_fits_no_saturation() -> None:
+    """A fourth parameter is not taken because it is there: a true V (noise only) and a
+    hard-kneed estimator (a different shape, trimmed instead) keep the plain hyperbola."""
+    z = np.linspace(0.0, 3.0, 61)
+    rng = np.random.default_rng(3)
+    noisy = vcurve_sigma_px(z, 1.2, 8.0, 0.6) + rng.normal(0.0, 0.1, z.size)
+    assert fit_vcurve(z, noisy).saturation_px is None
+    true = vcurve_sigma_px(z, 1.2, 8.0, 0.6)
+    knee = true / (1.0 + (true / 7.0) ** 6) ** (1 / 6)
+    assert fit_vcurve(z, knee).saturation_px is None
+
+
+def test_a_reading_at_the_saturation_has_no_distance() -> None:
+    """Any blur farther out reads the same: the distance is unbounded, never a number."""
+    fit = fit_vcurve(
+        np.arange(0.3, 2.71, 0.05),
+        vcurve_sigma_px(np.arange(0.3, 2.71, 0.05), 1.6, 8.4, 1.8, 12.0),
+        max_sigma_px=9.0,
+    )
+    assert fit.saturation_px is not None
+    assert math.isinf(float(fit.distance_mm(fit.saturation_px + 0.1)))
+    assert math.isnan(float(fit.distance_mm(math.nan)))
 
 
 def test_fit_follows_the_steep_bottom_not_compressed_tails() -> None:
@@ -202,6 +246,62 @@ def test_calibration_file_round_trip_keeps_units_source_and_estimator(tmp_path: 
     )
     assert a.k_thin_lens_px_per_mm == pytest.approx(
         IMAGE_LENS.slope_px_per_mm(a.object_distance_mm)
+    )
+
+
+def test_a_compressed_curve_survives_the_file_and_older_files_still_load(tmp_path: Path) -> None:
+    """The saturation is part of the curve: saved, loaded, used for the distance. A file
+    written before it existed has none and reads as the plain hyperbola it was."""
+    z = np.arange(0.3, 2.71, 0.05)
+    fit = fit_vcurve(z, vcurve_sigma_px(z, 1.6, 8.4, 1.8, 12.0), max_sigma_px=9.0)
+    cal = build_calibration(
+        [("A", (0, 0, 50, 50), fit)],
+        lens=IMAGE_LENS,
+        sweep=SweepSource(path="/data/sweep", frames=len(z), range_mm=(0.3, 2.7)),
+        estimator="oracle-test-only",
+        frame_size_px=(64, 64),
+    )
+    back = load_calibration(cal.save(tmp_path / "cal.json"))
+    a = back.roi_named("A")
+    assert a.saturation_px == pytest.approx(12.0, rel=0.01)
+    far = float(vcurve_sigma_px(2.4, 1.6, 8.4, 1.8, 12.0))
+    assert a.distance_mm(far) == pytest.approx(0.8, rel=0.01)
+    assert a.sigma_px(2.4) == pytest.approx(far, rel=0.01)
+    data = json.loads((tmp_path / "cal.json").read_text())
+    del data["rois"][0]["saturation_px"]
+    (tmp_path / "old.json").write_text(json.dumps(data))
+    old = load_calibration(tmp_path / "old.json").roi_named("A")
+    assert old.saturation_px is None
+    assert old.distance_mm(far) == pytest.approx(
+        math.sqrt(far**2 - old.sigma0_px**2) / old.k_px_per_mm
+    )
+
+
+def test_the_summary_for_an_unseen_region_is_one_regions_whole_curve() -> None:
+    """k, sigma0 and the saturation trade off in each fit: medians taken one parameter at a
+    time (the old summary) paired the median k with another region's saturation, a
+    curve no region had. The summary is the region nearest the median k, whole."""
+    z = np.arange(0.3, 2.71, 0.05)
+    curves = {"A": (7.0, 0.8, 20.0), "B": (9.0, 1.5, None), "C": (17.0, 2.4, 7.0)}
+    fits = []
+    for i, (name, (k, s0, c)) in enumerate(curves.items()):
+        fit = fit_vcurve(z, vcurve_sigma_px(z, 1.5, k, s0, c), max_sigma_px=9.0)
+        assert (fit.saturation_px is None) == (c is None)
+        fits.append((name, (60 * i, 0, 50, 50), fit))
+    cal = build_calibration(
+        fits,
+        lens=IMAGE_LENS,
+        sweep=SweepSource(path="/data/sweep", frames=len(z), range_mm=(0.3, 2.7)),
+        estimator="oracle-test-only",
+        frame_size_px=(200, 60),
+    )
+    summary, covered = cal.for_roi(None)
+    b = cal.roi_named("B")
+    assert covered == 0.0 and cal.typical.name == "B"
+    assert (summary.k_px_per_mm, summary.sigma0_px, summary.saturation_px) == (
+        b.k_px_per_mm,
+        b.sigma0_px,
+        None,
     )
 
 

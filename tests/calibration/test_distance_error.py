@@ -35,3 +35,14 @@ def test_a_steeper_v_curve_gives_proportionally_smaller_errors() -> None:
     flat = distance_error_mm(3.0, 4.0, SIGMA0_PX)
     steep = distance_error_mm(3.0, 16.0, SIGMA0_PX)
     assert steep == pytest.approx(flat / 4.0)
+
+
+def test_a_compressed_reading_is_less_precise_the_nearer_it_is_to_the_saturation() -> None:
+    """Near the saturation a small reading error is a large blur error; at it, any
+    distance farther out reads the same."""
+    c = 10.0
+    plain = distance_error_mm(8.0, K_PX_PER_MM, SIGMA0_PX)
+    errors = [distance_error_mm(s, K_PX_PER_MM, SIGMA0_PX, c) for s in (6.0, 8.0, 9.5)]
+    assert errors == sorted(errors) and errors[1] > plain
+    assert errors[2] > 3 * errors[0]
+    assert math.isinf(distance_error_mm(c, K_PX_PER_MM, SIGMA0_PX, c))
