@@ -13,7 +13,7 @@ towards the top of its range), so the reading is modelled as
 
 with c the saturation the reading tends to (None: no compression). Without it
 a long compressed arm bends the hyperbola: k comes out low, z0 slides towards
-the other arm, and a reading far out is turned into too short a distance. The
+the other arm, and the distance of a reading far out rests on that bent slope. The
 fit is robust (soft-L1 loss) and rejects outliers iteratively, because one
 frame with a reflection or a failed estimate must not move z0. Pure math, no I/O.
 
@@ -94,7 +94,7 @@ def defocus_distance_mm(
     with np.errstate(invalid="ignore"):
         excess = np.maximum(s * s - sigma0_px * sigma0_px, 0.0)
     k = np.asarray(k_px_per_mm, dtype=np.float64)
-    return np.asarray(np.where(np.isfinite(s) | np.isinf(s), np.sqrt(excess) / k, np.nan))
+    return np.asarray(np.where(np.isnan(s), np.nan, np.sqrt(excess) / k))
 
 
 @dataclass(frozen=True)
@@ -251,7 +251,7 @@ SATURATION_MATERIAL = 3.0  # c beyond this many times the top reading: < 5 % the
 MIN_POINTS_COMPRESSED = 12  # the saturation is read off the arms: a dozen points at least
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Window:
     """The fit's current points: indices [lo, hi] of the sorted points, less the outliers."""
 
@@ -316,10 +316,10 @@ def fit_vcurve(
     is within `reject_k` robust standard deviations (at least `min_reject_px`);
     points inside the window that misfit are outliers, points beyond it are
     excluded as outside the model's range. With `compression`, the grown fit
-    then frees the saturation c (module notes) and grows on: kept when it is
-    material (c below SATURATION_MATERIAL times the top reading) and uses at
-    least as many points, else the plain hyperbola stands. NaN blur and blur at
-    or above `max_sigma_px` (the estimator's trained range) are excluded first.
+    then frees the saturation c (module notes) and grows on; it is kept where it
+    pays (`_compression_pays`), else the plain hyperbola stands. NaN blur and
+    blur at or above `max_sigma_px` (the estimator's trained range) are excluded
+    first.
     Raises CalibrationError when fewer than three usable points remain.
     """
     z_all = np.asarray(position_mm, dtype=np.float64).ravel()

@@ -343,3 +343,44 @@ def test_an_unreadable_first_blur_falls_back_to_a_bounded_search(
     assert result.direction == "unread+brent" and result.refused is None
     assert abs(result.final_mm - z0) <= 0.5 * dof
     assert inst.stage.min_mm <= result.final_mm <= inst.stage.max_mm
+
+
+def test_a_bump_in_a_flat_focus_measure_is_not_taken_for_focus(
+    inst: Instrument, cal: Calibration, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Far from focus the focus measure is nearly flat, and a few reads of it can show a
+    middle one highest. A blur reading that says "near focus" (wrong) lands the jump
+    there; the refinement accepted the camera-noise bump around the landing as the
+    peak and reported it refined (seen once on the benchmark, hdme-lite-conf, 8.7 DOF
+    off). It must search on, or refuse, never report the bump."""
+    from hdme_focus.instrument import hybrid
+
+    roi, z0 = _region(inst, "background")
+    dof = cal.for_roi(roi.as_tuple())[0].dof_mm
+
+    class SaysNearFocus(OracleEstimator):
+        def predict(self, image: Any, bit_depth: int | None = None, **kw: Any) -> Any:
+            return np.full_like(super().predict(image, bit_depth), 0.6)
+
+    est = SaysNearFocus(inst.camera, roi.as_tuple())  # type: ignore[arg-type]
+    start = z0 + 8 * dof
+    _go(inst, start)
+    landing = autofocus_hdme(inst, roi, est, cal, HdmeOptions("prior")).final_mm
+    towards_focus = float(np.sign(z0 - landing))
+
+    def flat_with_a_bump(frame: Any, region: Roi, measure: str) -> float:
+        """What the refinement reads: a noise-sized bump (0.08 in log) at the landing on a
+        measure rising 0.04 per DOF towards focus, as it does 7 DOF out."""
+        z = hybrid.frame_position_mm(frame)
+        bump = 0.08 * float(np.exp(-(((z - landing) / dof) ** 2)))
+        return -7.0 + bump + 0.04 * towards_focus * (z - landing) / dof
+
+    monkeypatch.setattr(hybrid, "log_measure", flat_with_a_bump)
+    _go(inst, start)
+    try:
+        result = autofocus_hybrid(inst, roi, est, cal, HdmeOptions("prior"))
+    except AutofocusRefused as exc:  # refusing is allowed: it says so
+        assert exc.result is not None and "refined" not in str(exc.result.direction)
+        return
+    assert "refined" not in str(result.direction)  # was "prior+refined", 7.0 DOF off
+    assert abs(result.final_mm - z0) <= 0.5 * dof  # the fallback search found focus
