@@ -92,7 +92,7 @@ def test_fit_trims_the_flat_tails_of_a_saturating_estimator() -> None:
 @pytest.mark.parametrize("seed", range(4))
 def test_a_reading_that_compresses_far_out_gives_the_optics_slope_and_distance(seed: int) -> None:
     """Estimators read less blur than there is far from focus (hdme-lite tops out near 9 of
-    10 px). A hyperbola through such a sweep bent its arms: k 15-25 % low and a far
+    10 px). A hyperbola through such a sweep bent its arms: k 17-20 % low here, and a far
     reading's distance rested on that bent slope. The compressed V-curve keeps both."""
     rng = np.random.default_rng(seed)
     z = np.arange(0.3, 2.71, 0.05)
