@@ -227,9 +227,7 @@ def _fit_coarse(
         except CalibrationError:
             continue
         ref = fine.get(name)
-        agrees = ref is None or abs(fit.z0_mm - ref.z0_mm) <= COARSE_Z0_AGREE_DOF * (
-            1.0 / ref.k_px_per_mm
-        )
+        agrees = ref is None or abs(fit.z0_mm - ref.z0_mm) <= COARSE_Z0_AGREE_DOF * ref.dof_mm
         if not fit_problems(fit) and agrees:
             fits[name] = fit
     return fits
