@@ -7,10 +7,13 @@ import pytest
 from numpy.typing import NDArray
 
 from hdme_focus.render import (
+    PSF,
     Layer,
+    axis_variance_px2,
     blur_spatially_varying,
     blur_uniform,
     composite_layers,
+    exact_disk_kernel,
     quantize,
     sensor_noise,
     visible_sigma,
@@ -47,6 +50,30 @@ def test_spatially_varying_blur_matches_sigma_within_5_percent(sigma: float) -> 
     sig = np.full((H, W), sigma, np.float32)
     sig[:, :12] = 0.0  # a sharp patch far from the edge forces the blur-ladder path
     assert edge_sigma(blur_spatially_varying(step(), sig)) == pytest.approx(sigma, rel=0.05)
+
+
+IN_FOCUS_SIGMAS = [0.1, 0.2, 0.3, 0.45, 0.6, 0.8]
+
+
+@pytest.mark.parametrize("sigma", IN_FOCUS_SIGMAS)
+@pytest.mark.parametrize("psf", ["gaussian", "disk"])
+def test_blur_under_a_pixel_has_exactly_its_labelled_second_moment(sigma: float, psf: PSF) -> None:
+    """The in-focus range is where the product's labels and truth matter most: cv2's
+    sampled Gaussian of 0.3 px was a 0.09 px blur, a disk of R = 0.42 px no blur at all.
+    The disk's per-axis spread is R / 2 = sigma / sqrt(2) (R = sqrt(2) sigma)."""
+    want = sigma if psf == "gaussian" else sigma / np.sqrt(2.0)
+    assert edge_sigma(blur_uniform(step(), sigma, psf)) == pytest.approx(want, rel=0.01)
+    sig = np.full((H, W), sigma, np.float32)
+    sig[:, :12] = 0.0  # the blur-ladder path, interpolating between exact levels
+    assert edge_sigma(blur_spatially_varying(step(), sig, psf)) == pytest.approx(want, rel=0.01)
+
+
+@pytest.mark.parametrize("radius", [0.3, 1.0, 2.5, 7.0])
+def test_disk_kernel_keeps_the_continuous_disks_variance(radius: float) -> None:
+    k = exact_disk_kernel(radius)
+    assert k.sum() == pytest.approx(1.0, abs=1e-5)
+    assert axis_variance_px2(k) == pytest.approx(radius**2 / 4.0, rel=1e-3)
+    assert axis_variance_px2(k.T) == pytest.approx(radius**2 / 4.0, rel=1e-3)
 
 
 def test_continuous_sigma_is_honoured_not_rounded_to_a_ladder_level() -> None:
