@@ -257,6 +257,10 @@ class SynthesisRecipe(BaseModel):
     salt_and_pepper_fraction: tuple[float, float] = (0.0, 0.002)
     bit_depths: tuple[int, ...] = (8, 12, 16)
     contrast: tuple[float, float] = (0.2, 1.0)  # range of intensities the texture spans
+    # share of sigma draws taken from [0, small_sigma_px] instead of [0, sigma_max_px]:
+    # the in-focus range, where a reading decides "focused", gets more than its 1/10th
+    small_sigma_fraction: float = Field(default=0.0, ge=0, lt=1)
+    small_sigma_px: float = Field(default=2.0, gt=0)
 
     @model_validator(mode="after")
     def _ranges(self) -> SynthesisRecipe:
@@ -271,6 +275,18 @@ class SynthesisRecipe(BaseModel):
         if not self.bit_depths or any(b not in range(1, 17) for b in self.bit_depths):
             raise ValueError("bit_depths must be a non-empty list of values in 1..16")
         return self
+
+    def warp_sigma(self, sigma_px: F32) -> F32:
+        """Map sigma drawn uniformly on [0, sigma_max] to the recipe's prior (monotone, so a
+        map keeps its structure): the mixture small_sigma_fraction U(0, small_sigma_px) +
+        the rest U(0, sigma_max), by its inverse CDF. The identity when the fraction is 0."""
+        f, smax = self.small_sigma_fraction, self.sigma_max_px
+        a = min(self.small_sigma_px, smax)
+        if f <= 0:
+            return sigma_px
+        grid = np.linspace(0.0, smax, 513)
+        cdf = f * np.minimum(grid / a, 1.0) + (1.0 - f) * grid / smax
+        return np.asarray(np.interp(sigma_px / smax, cdf, grid), dtype=np.float32)
 
     @property
     def margin_px(self) -> int:
@@ -425,6 +441,8 @@ def make_sample_with_info(
     texture = _texture(src, size, rng, recipe, shuffled, family)
     if kind == "layered":
         sigma, specs = sigma_map_layered(size, size, rng, smax)
+        sigma = recipe.warp_sigma(sigma)
+        specs = [LayerSpec(sp.alpha, recipe.warp_sigma(sp.sigma_px)) for sp in specs]
         textures = [texture] + [
             _texture(src, size, rng, recipe, shuffled, family) for _ in specs[1:]
         ]
@@ -436,6 +454,7 @@ def make_sample_with_info(
             sigma = sigma_map_smooth(size, size, rng, smax)
         else:
             sigma = np.full((size, size), rng.uniform(0.0, smax), dtype=np.float32)
+        sigma = recipe.warp_sigma(sigma)
         top = float(sigma.max())
     # Render only the context this sample's blur reaches (3 sigma): same result, less work.
     need = min(m, math.ceil(3.0 * top * disk_scale) + (6 if psf_name == "widefield" else 0))

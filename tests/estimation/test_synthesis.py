@@ -418,3 +418,23 @@ def test_low_contrast_is_drawn_log_uniformly() -> None:
         img, _, _ = make_sample_with_info(CAMERA, np.random.default_rng(100 + i), 32, recipe)
         spans.append(float(np.ptp(img)))
     assert min(spans) < 0.08 and max(spans) > 0.4
+
+
+def test_small_sigma_prior_puts_its_share_in_focus_and_keeps_maps_monotone() -> None:
+    plain = SynthesisRecipe()
+    weighted = SynthesisRecipe(small_sigma_fraction=0.25, small_sigma_px=2.0)
+    u = np.random.default_rng(0).uniform(0.0, 10.0, 200_000).astype(np.float32)
+    assert np.array_equal(plain.warp_sigma(u), u)
+    w = weighted.warp_sigma(u)
+    assert np.mean(u < 2.0) == pytest.approx(0.20, abs=0.01)
+    assert np.mean(w < 2.0) == pytest.approx(0.25 + 0.75 * 0.20, abs=0.01)
+    assert np.mean(w < 1.0) == pytest.approx(0.125 + 0.75 * 0.10, abs=0.01)
+    assert w.min() >= 0.0 and w.max() <= 10.0
+    order = np.argsort(u)
+    assert np.all(np.diff(w[order]) >= 0)  # monotone: a map's structure is kept
+    # every map kind's labels follow the prior
+    labels = []
+    for i in range(60):
+        _, sigma, _ = make_sample_with_info(CAMERA, np.random.default_rng(i), 32, weighted)
+        labels.append(sigma.ravel())
+    assert np.mean(np.concatenate(labels) < 2.0) > 0.3
