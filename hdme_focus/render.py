@@ -86,7 +86,7 @@ def axis_variance_px2(kernel: NDArray[np.floating]) -> float:
     return float((k.sum(axis=0) * x * x).sum() / k.sum())
 
 
-@functools.lru_cache(maxsize=1024)
+@functools.lru_cache(maxsize=256)  # up to ~30 kB each; the blur ladder needs a few dozen
 def exact_disk_kernel(radius_px: float) -> F32:
     """A pillbox whose per-axis variance is exactly the continuous disk's, R^2 / 4.
 
