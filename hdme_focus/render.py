@@ -79,11 +79,13 @@ def gaussian_kernel_1d(sigma_px: float) -> F32:
     return _frozen(k / k.sum())
 
 
-def axis_variance_px2(kernel: NDArray[np.floating]) -> float:
-    """Second moment along x of a 2-D kernel centred in its array (px^2)."""
-    k = np.asarray(kernel, dtype=np.float64)
-    x = np.arange(k.shape[1], dtype=np.float64) - (k.shape[1] - 1) / 2.0
-    return float((k.sum(axis=0) * x * x).sum() / k.sum())
+def kernel_sigma_px(kernel: NDArray[np.floating]) -> float:
+    """Per-axis second-moment sigma of a centred, square, odd-sized kernel (px)."""
+    half = kernel.shape[0] // 2
+    ax = np.arange(-half, half + 1, dtype=np.float64)
+    xx, yy = np.meshgrid(ax, ax)
+    k = np.asarray(kernel, dtype=np.float64) / float(np.sum(kernel))
+    return math.sqrt(float((k * (xx * xx + yy * yy)).sum()) / 2.0)
 
 
 @functools.lru_cache(maxsize=256)  # up to ~30 kB each; the blur ladder needs a few dozen
@@ -98,16 +100,16 @@ def exact_disk_kernel(radius_px: float) -> F32:
     hi = float(radius_px)
     # pixel integration widens a disk by ~0.1-0.2 px^2: start the search just inside it
     lo = max(0.0, math.sqrt(max(hi * hi - 1.0 / 3.0, 0.0)) - 0.5)
-    if axis_variance_px2(disk_kernel(lo)) > target:
+    if kernel_sigma_px(disk_kernel(lo)) ** 2 > target:
         lo = 0.0
     for _ in range(16):
         mid = 0.5 * (lo + hi)
-        if axis_variance_px2(disk_kernel(mid)) <= target:
+        if kernel_sigma_px(disk_kernel(mid)) ** 2 <= target:
             lo = mid
         else:
             hi = mid
     k = disk_kernel(lo)
-    missing = target - axis_variance_px2(k)
+    missing = target - kernel_sigma_px(k) ** 2
     if missing > 1e-9:
         g = gaussian_kernel_1d(math.sqrt(missing))
         padded = np.pad(k, g.size // 2).astype(np.float32)

@@ -23,6 +23,8 @@ from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field
 from scipy import special
 
+from hdme_focus.render import kernel_sigma_px
+
 F32 = NDArray[np.float32]
 PUPIL_TAPER = 0.3  # outer share of the pupil radius with a cos^2 amplitude roll-off
 WIDEFIELD_CUTOFFS: tuple[float, ...] = (0.25, 0.3, 0.35, 0.4, 0.45)  # NA / lambda, cycles per px
@@ -111,15 +113,6 @@ def widefield_kernel_waves(defocus_waves: float, cutoff: float, half_px: int) ->
     k = inten.reshape(n, sub, n, sub).mean(axis=(1, 3))
     out: F32 = (k / k.sum()).astype(np.float32)
     return out
-
-
-def kernel_sigma_px(kernel: F32) -> float:
-    """Per-axis second-moment sigma of a centred kernel."""
-    half = kernel.shape[0] // 2
-    ax = np.arange(-half, half + 1, dtype=np.float64)
-    xx, yy = np.meshgrid(ax, ax)
-    k = kernel.astype(np.float64) / float(kernel.sum())
-    return math.sqrt(float((k * (xx * xx + yy * yy)).sum()) / 2.0)
 
 
 @lru_cache(maxsize=len(WIDEFIELD_CUTOFFS))
