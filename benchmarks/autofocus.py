@@ -152,6 +152,7 @@ def simulator(
     """Per scene: sweep, calibrate, focus every region from random starts (`cals` gets each
     scene's calibration)."""
     rng = np.random.default_rng(seed)
+    noise_rng = np.random.default_rng([seed, 1])  # apart from the starts: they stay as they were
     rows: list[dict[str, Any]] = []
     scenes: list[dict[str, Any]] = []
     for name, scene_seed in SCENES:
@@ -186,10 +187,11 @@ def simulator(
                 hi = min(inst.stage.max_mm, truth + 10 * dof)
                 for _ in range(trials):
                     start = float(rng.uniform(lo, hi))
+                    noise_seed = int(noise_rng.integers(2**31))  # paired: one noise per start
                     for label, attempt in attempts(
                         inst, roi, est, cal, search_options(start, dof)
                     ).items():
-                        result = run_from(inst, start, attempt)
+                        result = run_from(inst, start, attempt, noise_seed)
                         row = trial_row(result, label, f"{name}/{r.name}", truth, dof)
                         rows.append(row)
             info["calibration"] = fits
@@ -212,6 +214,7 @@ def cross_scene(
     """Calibrate once, focus anywhere: every region of a scene focused with the global
     calibration (all regions, `--global-calibration`) of the next scene, never its own."""
     rng = np.random.default_rng(seed + 1)
+    noise_rng = np.random.default_rng([seed + 1, 1])
     rows: list[dict[str, Any]] = []
     for i, (name, scene_seed) in enumerate(SCENES):
         other = SCENES[(i + 1) % len(SCENES)][0]
@@ -228,10 +231,12 @@ def cross_scene(
                 hi = min(inst.stage.max_mm, truth + 10 * dof)
                 for _ in range(trials):
                     start = float(rng.uniform(lo, hi))
+                    noise_seed = int(noise_rng.integers(2**31))
                     opts = HdmeOptions("auto", global_calibration=True)
                     for label in CROSS_METHODS:
                         fn = autofocus_hybrid if label.startswith("hybrid") else autofocus_hdme
-                        result = run_from(inst, start, partial(fn, inst, roi, est, cal, opts))
+                        attempt = partial(fn, inst, roi, est, cal, opts)
+                        result = run_from(inst, start, attempt, noise_seed)
                         rows.append(
                             trial_row(result, label, f"{name}/{r.name}<-{other}", truth, dof)
                         )
@@ -543,7 +548,9 @@ def render(results: dict[str, Any]) -> str:
         f"training ({', '.join(SCENE_TEXTURES)}); per scene a sweep (0.3-2.7 mm, 0.05 mm) with the "
         "estimator and a calibration, then every calibrated region focused from "
         f"{results['trials_per_region']} random starts within +-10 DOF (DOF = 1/k from the thin "
-        "lens). Median over trials; device time is simulated stage and camera time, compute "
+        "lens). Every method run from one start sees the same camera noise, capture by "
+        "capture (`SimCamera.reseed`), so the methods' comparison is paired. "
+        "Median over trials; device time is simulated stage and camera time, compute "
         "time is wall time on this machine. Brent and sweep search +-12 DOF around the start. "
         "`hdme/auto+Ntries` is `--direction auto --max-tries N`: a verify capture after "
         "each move and, while the region is not surely within half a DOF, a capture on the "

@@ -24,6 +24,7 @@ import numpy as np
 from hdme_focus.config import ConfigError, InstrumentConfig
 from hdme_focus.core.atomic import json_safe, write_json_atomic, write_text_atomic
 from hdme_focus.core.roi import Roi
+from hdme_focus.drivers.sim.sim import SimCamera, SimStage
 from hdme_focus.estimation.base import DefocusEstimator
 from hdme_focus.instrument.autofocus import HdmeOptions, autofocus_hdme
 from hdme_focus.instrument.calibrate import calibrate_sweep, plot_calibration
@@ -74,9 +75,19 @@ def ground_truth(instrument: Instrument, roi: Roi) -> tuple[float, float]:
 Attempt = Callable[[], AutofocusResult]
 
 
-def run_from(instrument: Instrument, start_mm: float, attempt: Attempt) -> AutofocusResult:
-    """Travel to the start, run one autofocus; a refusal is a result too (no move)."""
+def run_from(
+    instrument: Instrument, start_mm: float, attempt: Attempt, noise_seed: int | None = None
+) -> AutofocusResult:
+    """Travel to the start, run one autofocus; a refusal is a result too (no move).
+
+    noise_seed: on the simulator, restart its noise there (`SimCamera.reseed`), so that
+    methods given the same seed for one start are compared on the same noise.
+    """
     instrument.stage.travel_to(start_mm)
+    if noise_seed is not None:
+        for device in (instrument.camera, instrument.raw_stage):
+            if isinstance(device, (SimCamera, SimStage)):
+                device.reseed(noise_seed)
     try:
         return attempt()
     except AutofocusRefused as exc:
@@ -168,6 +179,7 @@ def run_demo(
         raise OutputExistsError(out, "a demo report")
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(opts.seed)
+    noise_rng = np.random.default_rng([opts.seed, 1])  # apart, so the starts stay as they were
     t_start = time.perf_counter()
     summary: dict[str, Any] = {
         "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
@@ -217,6 +229,7 @@ def run_demo(
             hi = min(inst.stage.max_mm, truth + opts.start_within_dof * dof)
             for _ in range(opts.trials_per_roi):
                 start = float(rng.uniform(lo, hi))
+                noise_seed = int(noise_rng.integers(2**31))  # one noise for all methods
                 search = search_options(start, dof)
                 auto = HdmeOptions("auto")
                 attempts: dict[str, Attempt] = {
@@ -227,7 +240,7 @@ def run_demo(
                     attempts["brent"] = partial(autofocus_brent, inst, roi, search)
                     attempts["sweep"] = partial(autofocus_sweep, inst, roi, search)
                 for label, attempt in attempts.items():
-                    result = run_from(inst, start, attempt)
+                    result = run_from(inst, start, attempt, noise_seed)
                     rows.append(trial_row(result, label, name, truth, dof))
                 done += 1
                 tick(done, n_trials)

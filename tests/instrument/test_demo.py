@@ -73,3 +73,31 @@ def test_readme_demo_with_the_shipped_model(tmp_path: Path) -> None:
     assert hybrid["median_abs_error_dof"] <= 0.5 and hybrid["median_captures"] <= 5, hybrid
     assert "autofocus (default, refined):" in result.stdout
     assert data["depth"]["median_rel_error"] < 0.15
+
+
+def test_methods_run_from_one_start_see_the_same_noise() -> None:
+    """A paired comparison: the second method's frames do not depend on how many frames the
+    first one took (before, the simulator's noise stream ran on across methods)."""
+    import numpy as np
+
+    from hdme_focus.instrument.demo import run_from
+    from hdme_focus.instrument.devices import open_instrument
+    from hdme_focus.instrument.session import AutofocusResult
+
+    cfg = InstrumentConfig(camera=CameraConfig(width_px=96, height_px=64))
+    with open_instrument(cfg) as inst:
+
+        def attempt(n_frames: int, seen: list[np.ndarray]) -> AutofocusResult:
+            for _ in range(n_frames):
+                seen.append(inst.capture().image.astype(np.int64))
+            return AutofocusResult("test", "roi", start_mm=1.0, final_mm=1.0)
+
+        first: list[np.ndarray] = []
+        second: list[np.ndarray] = []
+        run_from(inst, 1.0, lambda: attempt(3, first), noise_seed=7)
+        run_from(inst, 1.0, lambda: attempt(2, second), noise_seed=7)
+        assert all(np.array_equal(a, b) for a, b in zip(first[:2], second, strict=True))
+        assert not np.array_equal(first[0], first[1])  # still noise, frame to frame
+        other: list[np.ndarray] = []
+        run_from(inst, 1.0, lambda: attempt(1, other), noise_seed=8)
+        assert not np.array_equal(other[0], first[0])

@@ -165,6 +165,10 @@ class SimStage:
         self._halt()  # not counted in `stopped`, which counts stop() calls
         self._closed = True
 
+    def reseed(self, seed: int) -> None:
+        """Restart the landing-error stream (paired trials: see `SimCamera.reseed`)."""
+        self._rng = np.random.default_rng(seed)
+
 
 class SimCamera:
     """Renders the scene through the thin lens at `position_source()` and adds sensor noise."""
@@ -261,6 +265,12 @@ class SimCamera:
             raise ValueError(f"ROI {roi} is not inside the {width}x{height} frame")
         median_mm = float(np.median(self._visible_distance_mm[y : y + h, x : x + w]))
         return float(self.lens.focus_position_mm(median_mm))
+
+    def reseed(self, seed: int) -> None:
+        """Restart the noise stream, so that several methods run from one start see the
+        same noise capture by capture: their comparison is then paired, not a matter of
+        how many frames the method before happened to take."""
+        self._rng = np.random.default_rng(seed)
 
     def close(self) -> None:
         self._closed = True

@@ -89,6 +89,20 @@ def test_landing_noise_has_the_configured_scatter_and_is_seeded() -> None:
     assert not np.array_equal(errors, landings(4))
 
 
+def test_reseed_restarts_the_landing_noise() -> None:
+    clock = SimClock()
+    stage = SimStage(SimStageConfig(position_noise_mm=0.002), clock, seed=0)
+    runs = []
+    for extra_moves in (0, 3):
+        for _ in range(extra_moves):  # a different history must not matter after reseed
+            go(stage, 1.2)
+        go(stage, 1.0)
+        stage.reseed(5)
+        go(stage, 1.5)
+        runs.append(stage.true_position_mm())
+    assert runs[0] == runs[1] != pytest.approx(1.5, abs=1e-9)
+
+
 # --------------------------------------------------------------------------- scenes and truth
 
 
