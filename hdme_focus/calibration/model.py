@@ -14,7 +14,7 @@ import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -117,7 +117,26 @@ def _curve_fields(fit: VCurveFit) -> dict[str, Any]:
     }
 
 
-class CoarseFit(_Strict):
+class _ReadsDistance:
+    """|z - z0| from a blur reading, for the models that hold a V-curve's k, sigma0, c."""
+
+    if TYPE_CHECKING:  # the models' fields; kept out of the runtime class, so pydantic
+        k_px_per_mm: float  # neither adds nor reorders them
+        sigma0_px: float
+        saturation_px: float | None
+
+    def distance_mm(self, sigma_px: float) -> float:
+        """Unsigned |z - z0| for a measured blur (inf at or above the saturation)."""
+        return float(
+            defocus_distance_mm(sigma_px, self.k_px_per_mm, self.sigma0_px, self.saturation_px)
+        )
+
+    def distance_error_mm(self, sigma_px: float) -> float:
+        """1-sigma error of `distance_mm` (see the module function)."""
+        return distance_error_mm(sigma_px, self.k_px_per_mm, self.sigma0_px, self.saturation_px)
+
+
+class CoarseFit(_Strict, _ReadsDistance):
     """The V-curve of blur estimated on frames downscaled by `downscale` (sigma rescaled).
 
     Extends the usable range beyond the estimator's trained maximum, where the
@@ -136,20 +155,12 @@ class CoarseFit(_Strict):
     sigma_range_px: tuple[float, float]
     saturation_px: float | None = Field(default=None, gt=0)  # the reading's compression c
 
-    def distance_mm(self, sigma_px: float) -> float:
-        return float(
-            defocus_distance_mm(sigma_px, self.k_px_per_mm, self.sigma0_px, self.saturation_px)
-        )
-
-    def distance_error_mm(self, sigma_px: float) -> float:
-        return distance_error_mm(sigma_px, self.k_px_per_mm, self.sigma0_px, self.saturation_px)
-
     @classmethod
     def from_fit(cls, fit: VCurveFit, downscale: float) -> CoarseFit:
         return cls(downscale=downscale, **_curve_fields(fit))
 
 
-class RoiCalibration(_Strict):
+class RoiCalibration(_Strict, _ReadsDistance):
     """One region's V-curve, its quality and its thin-lens reading."""
 
     name: str
@@ -181,16 +192,6 @@ class RoiCalibration(_Strict):
         if not math.isfinite(v):
             raise ValueError("must be a finite number")
         return v
-
-    def distance_mm(self, sigma_px: float) -> float:
-        """Unsigned |z - z0| for a measured blur (inf at or above the saturation)."""
-        return float(
-            defocus_distance_mm(sigma_px, self.k_px_per_mm, self.sigma0_px, self.saturation_px)
-        )
-
-    def distance_error_mm(self, sigma_px: float) -> float:
-        """1-sigma error of `distance_mm` (see the module function)."""
-        return distance_error_mm(sigma_px, self.k_px_per_mm, self.sigma0_px, self.saturation_px)
 
     def sigma_px(self, position_mm: float) -> float:
         """The reading the curve predicts at a stage position."""
