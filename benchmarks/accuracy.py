@@ -433,7 +433,11 @@ def markdown(result: dict[str, Any]) -> str:
         lines += [
             "\n## 0-1 px by source family\n",
             "Where the small-blur over-read comes from, family by family (a few images per "
-            "cell: read it with the bin's interval above in mind).\n",
+            "cell: read it with the bin's interval above in mind). Why, measured apart "
+            "(`benchmarks/small_blur.py`, [small-blur.md](small-blur.md)): the learned models "
+            "read 0-1 px this high on their own training renderer too, and reblur's low error "
+            "here is its clipping at 0 (its edges that read 0-0.5 px are truly blurred by "
+            "2.4 px at the median), not a resolved small blur.\n",
             "| estimator | " + " | ".join(fams) + " |",
             "|---|" + "---|" * len(fams),
         ]

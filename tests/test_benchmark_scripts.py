@@ -49,6 +49,17 @@ def test_the_fusion_benchmark_runs(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+def test_the_small_blur_benchmark_runs(tmp_path: Path) -> None:
+    _run("small_blur.py", "--estimator", "hdme-tiny", "--per-cell", "1", "--edge-images", "3",
+         "--out", str(tmp_path))  # fmt: skip
+    result = json.loads((tmp_path / "small-blur.json").read_text())
+    rows = result["estimators"]["hdme-tiny"].values()
+    assert {r["family"] for r in rows} >= {"photos", "dead_leaves"}
+    assert sum(r["pixels"] for r in result["edges"]) > 0
+    assert "reblur's edge readings" in (tmp_path / "small-blur.md").read_text()
+
+
+@pytest.mark.slow
 def test_the_direction_benchmark_runs(tmp_path: Path) -> None:
     _run("direction.py", "--quick", "--out", str(tmp_path))
     result = json.loads((tmp_path / "direction.json").read_text())

@@ -375,7 +375,7 @@ def fine_detail_truth(clean: F64, level: NoiseLevel, window_px: int = 15) -> NDA
     at any blur: for it no local measure can tell blur from content.)
     """
     hf = clean - ndimage.gaussian_filter(clean, FINE_DETAIL_PROBE_PX, mode="reflect")
-    change = np.sqrt(ndimage.uniform_filter(hf * hf, window_px, mode="reflect"))
+    change = np.sqrt(np.clip(ndimage.uniform_filter(hf * hf, window_px, mode="reflect"), 0, None))
     m = ndimage.uniform_filter(clean, window_px, mode="reflect")
     sq = ndimage.uniform_filter(clean * clean, window_px, mode="reflect")
     spread = np.sqrt(np.clip(sq - m * m, 0.0, None))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -12,7 +13,9 @@ from hdme_focus.cli.app import app
 from hdme_focus.config import CameraConfig, ConfigError, InstrumentConfig, ReplayStageConfig
 from hdme_focus.estimation import load_estimator
 from hdme_focus.estimation.weights import default_weights_path
-from hdme_focus.instrument.demo import DemoOptions, run_demo
+from hdme_focus.instrument.demo import DemoOptions, run_demo, run_from
+from hdme_focus.instrument.devices import open_instrument
+from hdme_focus.instrument.session import AutofocusResult
 from hdme_focus.records import OutputExistsError
 
 runner = CliRunner()
@@ -78,12 +81,6 @@ def test_readme_demo_with_the_shipped_model(tmp_path: Path) -> None:
 def test_methods_run_from_one_start_see_the_same_noise() -> None:
     """A paired comparison: the second method's frames do not depend on how many frames the
     first one took (before, the simulator's noise stream ran on across methods)."""
-    import numpy as np
-
-    from hdme_focus.instrument.demo import run_from
-    from hdme_focus.instrument.devices import open_instrument
-    from hdme_focus.instrument.session import AutofocusResult
-
     cfg = InstrumentConfig(camera=CameraConfig(width_px=96, height_px=64))
     with open_instrument(cfg) as inst:
 
