@@ -78,7 +78,7 @@ def renderers_and_floor(
             reads: dict[str, dict[str, list[float]]] = {n: {"train": [], "eval": []} for n in ests}
             fine_err: dict[str, list[np.ndarray[Any, Any]]] = {n: [] for n in ests}
             for j in range(per_cell):
-                rng = np.random.default_rng([j, int(10 * s0)])
+                rng = np.random.default_rng(j)  # the same crop at every sigma: paired
                 sharp = _sharp(fam, train[j % len(train)], rng)
                 by_train = render.blur_uniform(sharp.astype(np.float32), s0).astype(np.float64)
                 by_fft = er.fft_blur(sharp, er.transfer_function("gaussian", s0, sharp.shape))
@@ -154,7 +154,8 @@ def markdown(result: dict[str, Any]) -> str:
         (__doc__ or "").split("\n\n", 2)[2].split("\n\nWrites")[0],
         "",
         f"Noise: the evaluation's `{NOISE}` level on both renderers; {result['per_cell']} "
-        f"crops of {SIZE_PX} px per cell (median over textured pixels, mean over crops).",
+        f"crops of {SIZE_PX} px per cell, the same crops at every sigma (median over textured "
+        "pixels, mean over crops).",
         "",
     ]
     for name, rows in result["estimators"].items():
