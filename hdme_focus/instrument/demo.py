@@ -24,7 +24,7 @@ import numpy as np
 from hdme_focus.config import ConfigError, InstrumentConfig
 from hdme_focus.core.atomic import json_safe, write_json_atomic, write_text_atomic
 from hdme_focus.core.roi import Roi
-from hdme_focus.drivers.sim.sim import SimCamera, SimStage
+from hdme_focus.drivers.sim import SimCamera, SimStage
 from hdme_focus.estimation.base import DefocusEstimator
 from hdme_focus.instrument.autofocus import HdmeOptions, autofocus_hdme
 from hdme_focus.instrument.calibrate import calibrate_sweep, plot_calibration
