@@ -26,15 +26,12 @@ Writes small-blur.json and small-blur.md (default docs/benchmarks).
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from hdme_focus import render
 from hdme_focus.core.atomic import write_json_atomic, write_text_atomic
@@ -44,6 +41,9 @@ from hdme_focus.estimation.base import DefocusEstimator
 from hdme_focus.estimation.baselines import ReblurEstimator
 from hdme_focus.estimation.registry import load_estimator
 from hdme_focus.estimation.sources import load_named_sources
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import accuracy  # the held-out families and the machine record of the accuracy benchmark
 
 SIGMAS_PX = (0.0, 0.5, 1.0, 2.0)
 FAMILIES = ("photos", "dead_leaves", "power_law", "lines_text", "fluorescence")
@@ -113,9 +113,6 @@ def renderers_and_floor(
 
 def edge_readings(n_images: int) -> list[dict[str, Any]]:
     """Part 3: reblur's edge pixels on the independent renderer, binned by their reading."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    import accuracy  # the benchmark's held-out families, the same sources
-
     rng = np.random.default_rng(accuracy.SEED + 7)
     fams = accuracy.family_sources(rng)
     rb = ReblurEstimator()
@@ -191,7 +188,7 @@ def markdown(result: dict[str, Any]) -> str:
     m = result["machine"]
     lines += [
         "",
-        f"Machine: {m['processor']} ({m['cpu_count']} CPUs, torch {m['torch_threads']} "
+        f"Machine: {m['cpu']} ({m['cpu_cores']} CPUs, torch {m['torch_threads']} "
         f"threads), {m['platform']}, torch {m['torch']}. Wall time {result['wall_s']:.0f} s.",
         "",
         f"Command: `{result['command']}`",
@@ -221,13 +218,7 @@ def main(argv: list[str] | None = None) -> None:
         "estimators": renderers_and_floor(ests, args.per_cell),
         "edges": edge_readings(args.edge_images),
     }
-    result["machine"] = {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-    }
+    result["machine"] = accuracy.machine()
     result["wall_s"] = time.perf_counter() - t0
     args.out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(args.out / "small-blur.json", result)
